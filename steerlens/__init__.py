@@ -8,10 +8,11 @@ from . import methods  # noqa: F401  (registers the editors)
 from .activations import collect_activations
 from .editing import REGISTRY, Editor, ModelSpec
 from .generation import encode, format_chat, generate
-from .methods import ActAdd, IdentityEditor, OrthoProj, PromptEditor
+from .methods import ActAdd, Demonstrations, IdentityEditor, OrthoProj, PromptEditor, SpectralEditor
 from .models import DEFAULT_MODEL, cache_dir, load_model, tiny_model
 
 __all__ = [
-    "DEFAULT_MODEL", "REGISTRY", "ActAdd", "Editor", "IdentityEditor", "ModelSpec", "OrthoProj", "PromptEditor",
-    "cache_dir", "collect_activations", "encode", "format_chat", "generate", "load_model", "tiny_model",
+    "DEFAULT_MODEL", "REGISTRY", "ActAdd", "Demonstrations", "Editor", "IdentityEditor", "ModelSpec", "OrthoProj",
+    "PromptEditor", "SpectralEditor", "cache_dir", "collect_activations", "encode", "format_chat", "generate",
+    "load_model", "tiny_model",
 ]

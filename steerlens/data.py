@@ -53,3 +53,20 @@ def contrast_pairs(task: str) -> tuple[list[str], list[str]]:
         raise ValueError(f"No shipped pairs for task {task!r}; available: {known}")
     rows = read_jsonl(path, ("positive", "negative"))
     return [r["positive"] for r in rows], [r["negative"] for r in rows]
+
+
+def shared_data_dir() -> Path:
+    """The shared data folder beside the repository (``../shared/data``), or ``$STEERLENS_SHARED_DATA``.
+
+    It holds TruthfulQA's development split and the true/false facts set, which are read from there
+    and never copied into the repository.
+    """
+    env = os.environ.get("STEERLENS_SHARED_DATA")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not path.is_dir():
+        raise FileNotFoundError(f"Shared data not found at {path}; set STEERLENS_SHARED_DATA to its folder")
+    return path
+
+
+def truthfulqa_dev_path() -> Path:
+    return shared_data_dir() / "truthfulqa" / "TruthfulQA_dev.csv"

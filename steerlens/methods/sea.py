@@ -1,0 +1,287 @@
+"""SEA: Spectral Editing of Activations (Qiu et al., NeurIPS 2024, arXiv 2405.09719).
+
+From neutral activations ``H`` (the model's own answers), positive ``H+`` and negative ``H-``
+demonstrations (rows are samples, last token of prompt + answer, residual stream after each layer):
+
+- cross-covariances, float64 (paper Eq. 1): ``O+ = H^T H+ / n``, ``O- = H^T H- / n``  (d x d);
+- SVD ``O = U S V^T``; ``k`` = smallest k with ``sum_{j<=k} s_j^2 / sum s^2 >= K`` (energy threshold);
+- positive projection keeps the top ``k+`` left singular vectors: ``P+ = U+[:, :k+] U+[:, :k+]^T``;
+  negative projection drops the top ``k-``: ``P- = I - U-[:, :k-] U-[:, :k-]^T`` (paper Eq. 2-3);
+- edit (paper Eq. 4): ``z' = (P+ z + P- z) * ||z|| / ||P+ z + P- z||``, on every token of the
+  chosen layers, the norm rescaled per token vector (so cached and uncached generation agree).
+
+Only the d x k bases ``U+[:, :k+]`` and ``U-[:, :k-]`` are stored, never d x d matrices.
+The edit is applied to the same tensor the projections were learned on (``blocks.L.hook_resid_post``).
+
+Phi-SEA (paper Sec. 3.3): apply an elementwise feature map ``phi`` to ``H, H+, H-`` (and to ``z`` at
+inference), do the same spectral step in phi-space, then map back with ``phi``'s (pseudo-)inverse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float
+
+from ..activations import collect_activations
+from ..editing import (
+    Editor,
+    HookFn,
+    ModelSpec,
+    check_finite,
+    check_layers,
+    register,
+    resid_hook_name,
+    sink_threshold,
+)
+from ..generation import format_chat, generate
+
+FeatureMap = Literal["linear", "tanh", "elu", "sqexp"]
+_EPS = 1e-6
+
+
+# -- maths on tensors (no model) ------------------------------------------------------------------------
+def cross_covariance(
+    h: Float[torch.Tensor, "n d"], h_other: Float[torch.Tensor, "n d"]
+) -> Float[torch.Tensor, "d d"]:
+    """``H^T H_other / n`` in float64 (paper Eq. 1, samples as rows)."""
+    if h.shape != h_other.shape:
+        raise ValueError(f"Neutral and demonstration activations differ in shape: {tuple(h.shape)} vs "
+                         f"{tuple(h_other.shape)}; each neutral row pairs with one demonstration row")
+    if h.shape[0] == 0:
+        raise ValueError("No demonstrations")
+    return h.double().T @ h_other.double() / h.shape[0]
+
+
+def energy_rank(s: Float[torch.Tensor, " r"], energy: float) -> int:
+    """Smallest k with ``sum_{j<=k} s_j^2 / sum_j s_j^2 >= energy`` (s sorted descending)."""
+    if not 0.0 < energy <= 1.0:
+        raise ValueError(f"Energy threshold must be in (0, 1], got {energy}")
+    e = s.double() ** 2
+    cum = e.cumsum(0) / e.sum()
+    return int(min(int((cum < energy - 1e-12).sum()) + 1, len(s)))
+
+
+def spectral_bases(
+    h: Float[torch.Tensor, "n d"],
+    h_pos: Float[torch.Tensor, "n d"],
+    h_neg: Float[torch.Tensor, "n d"],
+    k_pos: float = 0.99,
+    k_neg: float | None = 0.99,
+) -> tuple[Float[torch.Tensor, "d kp"], Float[torch.Tensor, "d kn"], dict[str, torch.Tensor]]:
+    """The kept positive basis ``U+[:, :k+]`` and the removed negative basis ``U-[:, :k-]``.
+
+    ``k_neg=None`` removes nothing. Also returns the singular values (for the spectra plots).
+    """
+    u_p, s_p, _ = torch.linalg.svd(cross_covariance(h, h_pos))
+    u_n, s_n, _ = torch.linalg.svd(cross_covariance(h, h_neg))
+    kp = energy_rank(s_p, k_pos)
+    kn = 0 if k_neg is None else energy_rank(s_n, k_neg)
+    return u_p[:, :kp].float(), u_n[:, :kn].float(), {"s_pos": s_p.float(), "s_neg": s_n.float()}
+
+
+def spectral_edit(
+    z: Float[torch.Tensor, "... d"], u_pos: Float[torch.Tensor, "d kp"], u_neg: Float[torch.Tensor, "d kn"]
+) -> Float[torch.Tensor, "... d"]:
+    """Paper Eq. 4: ``(P+ z + P- z)`` rescaled to ``||z||``, per token vector."""
+    z_pos = (z @ u_pos) @ u_pos.T
+    z_neg = z - (z @ u_neg) @ u_neg.T
+    merged = z_pos + z_neg
+    scale = z.norm(dim=-1, keepdim=True) / merged.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    return merged * scale
+
+
+def phi(x: torch.Tensor, kind: FeatureMap, scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Elementwise feature map (paper Sec. 3.3), on ``x / scale`` so it does not saturate."""
+    y = x / scale
+    if kind == "linear":
+        return y
+    if kind == "tanh":
+        return torch.tanh(y)
+    if kind == "elu":
+        return torch.nn.functional.elu(y)
+    if kind == "sqexp":
+        return torch.exp(-0.5 * y * y)
+    raise ValueError(f"Unknown feature map {kind!r}; use linear, tanh, elu or sqexp")
+
+
+def phi_inverse(y: torch.Tensor, kind: FeatureMap, scale: torch.Tensor | float = 1.0,
+                sign_of: torch.Tensor | None = None) -> torch.Tensor:
+    """(Pseudo-)inverse of ``phi``: exact for tanh and ELU inside their ranges (values are clipped into
+    them). The squared exponential loses the sign, which is taken from ``sign_of`` (the unedited input).
+    """
+    if kind == "linear":
+        x = y
+    elif kind == "tanh":
+        x = torch.atanh(y.clamp(-1 + 1e-6, 1 - 1e-6))
+    elif kind == "elu":
+        x = torch.where(y > 0, y, torch.log1p(y.clamp_min(-1 + 1e-6)))
+    elif kind == "sqexp":
+        mag = torch.sqrt(-2.0 * torch.log(y.clamp(1e-30, 1.0)))
+        sign = torch.ones_like(y) if sign_of is None else torch.where(sign_of < 0, -1.0, 1.0).to(y.dtype)
+        x = sign * mag
+    else:
+        raise ValueError(f"Unknown feature map {kind!r}; use linear, tanh, elu or sqexp")
+    return x * scale
+
+
+# -- demonstrations -------------------------------------------------------------------------------------
+@dataclass
+class Demonstrations:
+    """Prompts with a neutral (the model's own), a positive and a negative answer each.
+
+    ``chat=True`` renders prompts with the chat template (answers follow the assistant tag);
+    otherwise the prompt is raw text and answers continue it.
+    """
+
+    prompts: list[str]
+    positive: list[str]
+    negative: list[str]
+    neutral: list[str] | None = None
+    chat: bool = True
+
+    def __post_init__(self) -> None:
+        n = len(self.prompts)
+        if n == 0:
+            raise ValueError("No demonstrations")
+        if len(self.positive) != n or len(self.negative) != n or (self.neutral is not None and len(self.neutral) != n):
+            raise ValueError("prompts, positive, negative (and neutral) must have the same length")
+
+    def with_neutral(self, model: Any, max_new_tokens: int = 40, batch_size: int = 16,
+                     progress: bool = True) -> Demonstrations:
+        """Fill ``neutral`` with the model's own greedy answers (paper: neutral = model completion)."""
+        if self.neutral is not None:
+            return self
+        answers = generate(model, self.prompts, max_new_tokens=max_new_tokens, chat=self.chat,
+                           batch_size=batch_size, progress=progress)
+        return Demonstrations(self.prompts, self.positive, self.negative, [a.strip() for a in answers], self.chat)
+
+    def texts(self, model: Any, which: str) -> list[str]:
+        answers = {"positive": self.positive, "negative": self.negative, "neutral": self.neutral}[which]
+        if answers is None:
+            raise ValueError("Neutral answers missing: call demos.with_neutral(model) first")
+        prefix = [format_chat(model.tokenizer, p) if self.chat else p for p in self.prompts]
+        sep = "" if self.chat else " "
+        return [p + sep + a for p, a in zip(prefix, answers, strict=True)]
+
+    def subset(self, idx: Sequence[int]) -> Demonstrations:
+        pick = lambda xs: None if xs is None else [xs[i] for i in idx]  # noqa: E731
+        return Demonstrations(pick(self.prompts), pick(self.positive), pick(self.negative),  # type: ignore[arg-type]
+                              pick(self.neutral), self.chat)
+
+
+def demonstration_activations(model: Any, demos: Demonstrations, layers: Sequence[int], batch_size: int = 16,
+                              progress: bool = True) -> dict[str, dict[int, torch.Tensor]]:
+    """``{"neutral"|"positive"|"negative": {layer: [n, d]}}`` at the last token of prompt + answer."""
+    out = {}
+    for which in ("neutral", "positive", "negative"):
+        acts = collect_activations(model, demos.texts(model, which), layers=layers, position="last",
+                                   batch_size=batch_size, progress=progress)
+        out[which] = {layer: acts[resid_hook_name(layer)] for layer in layers}
+    return out
+
+
+# -- the editor -----------------------------------------------------------------------------------------
+@register
+class SpectralEditor(Editor):
+    """SEA / Phi-SEA editor. Settings: ``k_pos``, ``k_neg`` (energy thresholds), ``feature_map``.
+
+    Tensors per layer: ``u_pos.{L}`` [d, k+], ``u_neg.{L}`` [d, k-], ``s_pos.{L}``, ``s_neg.{L}``
+    (singular values, for plots), ``phi_scale.{L}`` [d] and ``sink_norm.{L}``.
+    """
+
+    method = "sea"
+
+    @classmethod
+    def fit_activations(cls, spec: ModelSpec, acts: dict[str, dict[int, torch.Tensor]], layers: Sequence[int],
+                        k_pos: float = 0.99, k_neg: float | None = 0.99,
+                        feature_map: FeatureMap = "linear") -> SpectralEditor:
+        """Fit from precomputed demonstration activations (see ``demonstration_activations``)."""
+        tensors: dict[str, torch.Tensor] = {}
+        for layer in layers:
+            h, hp, hn = (acts[w][layer].float() for w in ("neutral", "positive", "negative"))
+            for x, what in ((h, "neutral"), (hp, "positive"), (hn, "negative")):
+                check_finite(x, f"{what} activations at layer {layer}")
+            scale = torch.cat([h, hp, hn]).std(dim=0).clamp_min(_EPS) if feature_map != "linear" \
+                else torch.ones(h.shape[1])
+            fh, fp, fn = (phi(x, feature_map, scale) for x in (h, hp, hn))
+            u_pos, u_neg, spectra = spectral_bases(fh, fp, fn, k_pos, k_neg)
+            tensors.update({f"u_pos.{layer}": u_pos, f"u_neg.{layer}": u_neg, f"phi_scale.{layer}": scale,
+                            f"s_pos.{layer}": spectra["s_pos"], f"s_neg.{layer}": spectra["s_neg"],
+                            f"sink_norm.{layer}": sink_threshold(torch.cat([h, hp, hn]).norm(dim=-1))})
+        settings = {"k_pos": k_pos, "k_neg": k_neg, "feature_map": feature_map}
+        return cls(model=spec, layers=list(layers), settings=settings, tensors=tensors)
+
+    @classmethod
+    def fit(cls, model: Any, demos: Demonstrations, layers: Sequence[int] = (-4, -3, -2, -1), k_pos: float = 0.99,
+            k_neg: float | None = 0.99, feature_map: FeatureMap = "linear", progress: bool = True) -> SpectralEditor:
+        """Generate neutral answers if missing, collect activations, and fit (paper Alg. 1)."""
+        layers = check_layers(list(layers), model.cfg.n_layers)
+        demos = demos.with_neutral(model, progress=progress)
+        acts = demonstration_activations(model, demos, layers, progress=progress)
+        return cls.fit_activations(ModelSpec.of(model), acts, layers, k_pos, k_neg, feature_map)
+
+    def hook_fn(self, layer: int) -> HookFn:
+        u_pos, u_neg = self.tensors[f"u_pos.{layer}"], self.tensors[f"u_neg.{layer}"]
+        kind = self.settings["feature_map"]
+        scale = self.tensors[f"phi_scale.{layer}"]
+
+        if kind == "linear":
+            def sea(act: torch.Tensor, hook: Any) -> torch.Tensor:
+                return spectral_edit(act, u_pos.to(act.dtype), u_neg.to(act.dtype))
+            return sea
+
+        def phi_sea(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            f = phi(act, kind, scale.to(act.dtype))
+            edited = spectral_edit(f, u_pos.to(act.dtype), u_neg.to(act.dtype))
+            return phi_inverse(edited, kind, scale.to(act.dtype), sign_of=act)
+        return phi_sea
+
+    def kept_ranks(self) -> dict[int, tuple[int, int]]:
+        """``{layer: (k+, k-)}``: kept positive rank and removed negative rank per layer."""
+        return {layer: (self.tensors[f"u_pos.{layer}"].shape[1], self.tensors[f"u_neg.{layer}"].shape[1])
+                for layer in self.layers}
+
+
+# -- demonstration builders -----------------------------------------------------------------------------
+def truthfulqa_demonstrations(rows: Sequence[dict[str, Any]], seed: int = 0) -> Demonstrations:
+    """From TruthfulQA rows (``load_truthfulqa``): question, best answer (+), one incorrect answer (-)."""
+    g = torch.Generator().manual_seed(seed)
+    prompts, pos, neg = [], [], []
+    for r in rows:
+        prompts.append(r["question"])
+        pos.append(r["best"])
+        neg.append(r["incorrect"][int(torch.randint(len(r["incorrect"]), (1,), generator=g))])
+    return Demonstrations(prompts, pos, neg, chat=True)
+
+
+def pair_demonstrations(positive: Sequence[str], negative: Sequence[str]) -> Demonstrations:
+    """From contrastive sentence pairs: the shared word prefix is the (raw) prompt, the rest the answers."""
+    prompts, pos, neg = [], [], []
+    for p, n in zip(positive, negative, strict=True):
+        pw, nw = p.split(), n.split()
+        k = 0
+        while k < min(len(pw), len(nw)) - 1 and pw[k] == nw[k]:
+            k += 1
+        k = max(k, 1)
+        prompts.append(" ".join(pw[:k]))
+        pos.append(" ".join(pw[k:]))
+        neg.append(" ".join(nw[k:]) if nw[:k] == pw[:k] else " ".join(nw))
+    return Demonstrations(prompts, pos, neg, chat=False)
+
+
+def facts_demonstrations(statements: Sequence[str], labels: Sequence[int], seed: int = 0) -> Demonstrations:
+    """From true/false statements: pair each true statement with a false one; prompt asks for a fact."""
+    true = [s for s, lab in zip(statements, labels, strict=True) if int(lab) == 1]
+    false = [s for s, lab in zip(statements, labels, strict=True) if int(lab) == 0]
+    n = min(len(true), len(false))
+    if n == 0:
+        raise ValueError("Need both true (1) and false (0) statements")
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(false), generator=g)[:n].tolist()
+    prompts = ["Tell me one true fact about the world."] * n
+    return Demonstrations(prompts, true[:n], [false[i] for i in order], chat=True)
+

@@ -1,0 +1,122 @@
+"""SEA maths on plain tensors, and the editor on a tiny random model."""
+
+import pytest
+import torch
+
+from steerlens.editing import Editor, ModelSpec
+from steerlens.generation import generate_tokens, left_pad
+from steerlens.methods.sea import (
+    Demonstrations,
+    SpectralEditor,
+    cross_covariance,
+    energy_rank,
+    pair_demonstrations,
+    phi,
+    phi_inverse,
+    spectral_bases,
+    spectral_edit,
+)
+
+
+def toy_acts(n=300, d=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(n, d, generator=g)
+    mix = torch.randn(d, d, generator=g) / d**0.5
+    hp = h @ mix + 0.1 * torch.randn(n, d, generator=g)
+    hn = h @ mix.T + 0.1 * torch.randn(n, d, generator=g)
+    return h, hp, hn
+
+
+class TestSpectralMaths:
+    def test_cross_covariance_matches_numpy(self):
+        h, hp, _ = toy_acts()
+        ref = h.double().numpy().T @ hp.double().numpy() / h.shape[0]
+        torch.testing.assert_close(cross_covariance(h, hp), torch.from_numpy(ref))
+        assert cross_covariance(h, hp).dtype == torch.float64
+
+    def test_energy_rank(self):
+        s = torch.tensor([3.0, 2.0, 1.0, 0.0])  # energies 9, 4, 1 of 14
+        assert energy_rank(s, 9 / 14) == 1
+        assert energy_rank(s, 0.9) == 2
+        assert energy_rank(s, 1.0) == 3
+        with pytest.raises(ValueError):
+            energy_rank(s, 0.0)
+
+    def test_projections_idempotent_and_orthogonal(self):
+        h, hp, hn = toy_acts()
+        u_pos, u_neg, _ = spectral_bases(h, hp, hn, 0.9, 0.9)
+        for u in (u_pos, u_neg):
+            torch.testing.assert_close(u.T @ u, torch.eye(u.shape[1]), atol=1e-5, rtol=0)
+            p = u @ u.T
+            torch.testing.assert_close(p @ p, p, atol=1e-5, rtol=0)
+            torch.testing.assert_close(p, p.T)
+        p_neg = torch.eye(24) - u_neg @ u_neg.T
+        torch.testing.assert_close(p_neg @ p_neg, p_neg, atol=1e-5, rtol=0)
+
+    def test_full_energy_without_negative_removal_is_identity(self):
+        h, hp, hn = toy_acts()  # n > d: full-rank cross-covariance
+        u_pos, u_neg, _ = spectral_bases(h, hp, hn, 1.0, None)
+        assert u_pos.shape == (24, 24) and u_neg.shape == (24, 0)
+        z = torch.randn(2, 5, 24)
+        torch.testing.assert_close(spectral_edit(z, u_pos, u_neg), z, atol=1e-4, rtol=1e-4)
+
+    def test_edit_keeps_norm_and_removes_negative_subspace(self):
+        h, hp, hn = toy_acts()
+        u_pos, u_neg, _ = spectral_bases(h, hp, hn, 0.8, 0.5)
+        z = torch.randn(7, 24)
+        out = spectral_edit(z, u_pos, u_neg)
+        torch.testing.assert_close(out.norm(dim=-1), z.norm(dim=-1))
+        # the negative part is projected out of z-; the removed component shrinks relative to the input
+        assert ((out @ u_neg).norm() / out.norm()) < ((z @ u_neg).norm() / z.norm())
+
+    @pytest.mark.parametrize("kind", ["linear", "tanh", "elu", "sqexp"])
+    def test_phi_round_trips(self, kind):
+        x = torch.randn(50, 8)
+        scale = torch.full((8,), 3.0)
+        back = phi_inverse(phi(x, kind, scale), kind, scale, sign_of=x)
+        torch.testing.assert_close(back, x, atol=1e-3, rtol=1e-3)
+
+
+class TestEditor:
+    def fitted(self, model, feature_map="linear", k_neg=0.9):
+        d = model.cfg.d_model
+        h, hp, hn = toy_acts(n=200, d=d)
+        acts = {"neutral": {1: h * 5}, "positive": {1: hp * 5}, "negative": {1: hn * 5}}
+        return SpectralEditor.fit_activations(ModelSpec.of(model), acts, [1], 0.95, k_neg, feature_map)
+
+    def test_stores_bases_not_square_matrices(self, tiny):
+        ed = self.fitted(tiny)
+        k_pos, k_neg = ed.kept_ranks()[1]
+        assert ed.tensors["u_pos.1"].shape == (32, k_pos) and ed.tensors["u_neg.1"].shape == (32, k_neg)
+        assert 0 < k_neg < 32
+
+    @pytest.mark.parametrize("feature_map", ["linear", "tanh"])
+    def test_edit_commutes_with_kv_cache(self, tiny, feature_map):
+        ed = self.fitted(tiny, feature_map)
+        tokens, mask = left_pad([[3, 4, 5, 6], [7, 8]], pad_id=0)
+        with ed.apply(tiny):
+            a = generate_tokens(tiny, tokens, mask, max_new_tokens=6, use_cache=True, stop_token_ids=[])
+            b = generate_tokens(tiny, tokens, mask, max_new_tokens=6, use_cache=False, stop_token_ids=[])
+        assert a == b
+
+    def test_edit_changes_output_and_save_load(self, tiny, tmp_path):
+        ed = self.fitted(tiny, "elu")
+        tokens = torch.randint(0, 101, (1, 6))
+        out = tiny.run_with_hooks(tokens, fwd_hooks=ed.fwd_hooks())
+        assert not torch.allclose(out, tiny(tokens))
+        loaded = Editor.load(ed.save(tmp_path / "sea"), model=tiny)
+        assert loaded.settings == ed.settings and loaded.kept_ranks() == ed.kept_ranks()
+        torch.testing.assert_close(tiny.run_with_hooks(tokens, fwd_hooks=loaded.fwd_hooks()), out)
+
+
+class TestDemonstrations:
+    def test_pair_demonstrations_split_shared_prefix(self):
+        d = pair_demonstrations(["I had a wonderful day."], ["I had a miserable day."])
+        assert d.prompts == ["I had a"] and d.positive == ["wonderful day."] and d.negative == ["miserable day."]
+        assert not d.chat
+
+    def test_mismatched_lengths_are_errors(self):
+        with pytest.raises(ValueError, match="same length"):
+            Demonstrations(["a", "b"], ["x"], ["y", "z"])
+        with pytest.raises(ValueError, match="No demonstrations"):
+            Demonstrations([], [], [])
