@@ -201,3 +201,35 @@ def check_layers(layers: list[int], n_layers: int) -> list[int]:
 def check_finite(x: torch.Tensor, what: str) -> None:
     if not torch.isfinite(x).all():
         raise ValueError(f"{what} contains NaN or inf values; check the inputs (and the model dtype)")
+
+
+@torch.no_grad()
+def edit_magnitudes(model: Any, editor: Editor, text: str | torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """Relative size of the edit, ``||edit(z) - z|| / ||z||``, per edited layer (rows) and token (columns).
+
+    Runs ``text`` (tokenised as is, or a ``[1, pos]`` token tensor) once with the editor's hooks, each
+    wrapped to record its change; the recorded edits compound layer to layer exactly as during
+    generation. Returns (sizes, token labels).
+    """
+    from .generation import encode
+
+    editor.model.check(model)
+    if isinstance(text, torch.Tensor):
+        tokens, mask = text.reshape(1, -1), torch.ones_like(text.reshape(1, -1))
+    else:
+        tokens, mask = encode(model, [text])
+    sizes: dict[str, torch.Tensor] = {}
+
+    def recording(name: str, fn: HookFn) -> HookFn:
+        def wrapped(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            out = fn(act, hook)
+            out = act if out is None else out
+            sizes[name] = ((out - act).norm(dim=-1) / act.norm(dim=-1).clamp_min(1e-12))[0].cpu()
+            return out
+        return wrapped
+
+    hooks = [(name, recording(name, fn)) for name, fn in editor.fwd_hooks()]
+    model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=hooks)
+    tok = model.tokenizer
+    labels = [tok.decode([t]) if tok is not None else str(t) for t in tokens[0].tolist()]
+    return torch.stack([sizes[name] for name, _ in hooks]), labels

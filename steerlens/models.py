@@ -190,7 +190,7 @@ def load_model(
         model.load_and_process_state_dict(state_dict, fold_ln=False, center_writing_weights=False,
                                           center_unembed=False, fold_value_biases=False)
     _attach_tokenizer(model, tokenizer)
-    model = model.to(device).eval()
+    model = model.to(device, print_details=False).eval()
     contiguous_linear_layout(model)
     return model
 

@@ -1,0 +1,90 @@
+"""Matplotlib views of fitted editors and activations. Each function draws one figure and returns it.
+
+Plotting only reads fitted objects and tensors; the numbers come from the method modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+
+
+def _layers(editor: Any, layers: Sequence[int] | None) -> list[int]:
+    return list(editor.layers if layers is None else layers)
+
+
+def sea_spectra(editor: Any, layers: Sequence[int] | None = None) -> Figure:
+    """Singular values of the positive and negative cross-covariances, per layer (log scale)."""
+    layers = _layers(editor, layers)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    cmap = plt.get_cmap("viridis")
+    for i, layer in enumerate(layers):
+        colour = cmap(i / max(1, len(layers) - 1))
+        for ax, key in zip(axes, ("s_pos", "s_neg"), strict=True):
+            s = editor.tensors[f"{key}.{layer}"].double()
+            ax.semilogy((s / s[0]).clamp_min(1e-12).numpy(), color=colour, lw=1, label=f"L{layer}")
+    axes[0].set_title("positive cross-covariance $H^T H^+/n$")
+    axes[1].set_title("negative cross-covariance $H^T H^-/n$")
+    for ax in axes:
+        ax.set_xlabel("singular value index")
+    axes[0].set_ylabel("s_j / s_1")
+    if len(layers) <= 12:
+        axes[1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def sea_energy(editor: Any, layer: int) -> Figure:
+    """Cumulative energy ``sum_{j<=k} s_j^2 / sum s^2`` for one layer, with the chosen K and ranks marked."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, setting, label, colour in (("s_pos", "k_pos", "positive (kept top k+)", "tab:green"),
+                                        ("s_neg", "k_neg", "negative (removed top k-)", "tab:red")):
+        s = editor.tensors[f"{key}.{layer}"].double()
+        cum = (s**2).cumsum(0) / (s**2).sum()
+        ax.plot(cum.numpy(), color=colour, label=label)
+        k_energy = editor.settings[setting]
+        if k_energy is not None:
+            k = editor.tensors[f"u_{key[2:]}.{layer}"].shape[1]
+            ax.axhline(k_energy, color=colour, ls=":", lw=1)
+            ax.axvline(k - 1, color=colour, ls="--", lw=1)
+    ax.set_xscale("symlog")
+    ax.set_xlabel("k")
+    ax.set_ylabel("cumulative energy")
+    ax.set_title(f"layer {layer}: energy threshold K and chosen ranks")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def sea_ranks(editor: Any) -> Figure:
+    """Kept positive rank k+ and removed negative rank k- per layer."""
+    ranks = editor.kept_ranks()
+    layers = sorted(ranks)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    x = torch.arange(len(layers)).float()
+    ax.bar((x - 0.2).numpy(), [ranks[la][0] for la in layers], width=0.4, color="tab:green", label="kept k+")
+    ax.bar((x + 0.2).numpy(), [ranks[la][1] for la in layers], width=0.4, color="tab:red", label="removed k-")
+    ax.set_xticks(x.numpy(), [str(la) for la in layers])
+    ax.set_xlabel("layer")
+    ax.set_ylabel("rank")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def edit_heatmap(sizes: torch.Tensor, tokens: Sequence[str], layers: Sequence[int],
+                 title: str = "relative edit size ||z' - z|| / ||z||") -> Figure:
+    """Heatmap of an edit's size per layer (rows) and token (columns), from ``edit_magnitudes``."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(tokens)), 0.3 * len(layers) + 2))
+    im = ax.imshow(sizes.numpy(), aspect="auto", cmap="magma")
+    ax.set_xticks(range(len(tokens)), [repr(t)[1:-1] for t in tokens], rotation=70, fontsize=7)
+    ax.set_yticks(range(len(layers)), [str(la) for la in layers], fontsize=7)
+    ax.set_ylabel("layer")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,37 @@
+"""Plots draw from fitted editors; edit_magnitudes measures what the hooks actually change."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import torch  # noqa: E402
+
+from steerlens import plotting  # noqa: E402
+from steerlens.editing import ModelSpec, edit_magnitudes  # noqa: E402
+from steerlens.methods.baselines import IdentityEditor  # noqa: E402
+from steerlens.methods.sea import SpectralEditor  # noqa: E402
+
+
+def sea_editor(model):
+    g = torch.Generator().manual_seed(0)
+    d = model.cfg.d_model
+    acts = {w: {la: torch.randn(100, d, generator=g) for la in (1, 2)} for w in ("neutral", "positive", "negative")}
+    return SpectralEditor.fit_activations(ModelSpec.of(model), acts, [1, 2], 0.9, 0.9)
+
+
+def test_edit_magnitudes_zero_for_identity_positive_for_sea(tiny):
+    tokens = torch.tensor([[3, 4, 5, 6, 7]])
+    sizes, labels = edit_magnitudes(tiny, IdentityEditor.fit(tiny, [0, 2]), tokens)
+    assert sizes.shape == (2, 5) and labels == ["3", "4", "5", "6", "7"]
+    assert torch.all(sizes == 0)
+    sizes, _ = edit_magnitudes(tiny, sea_editor(tiny), tokens)
+    assert sizes.shape == (2, 5) and torch.all(sizes > 0)
+
+
+def test_sea_plots_draw(tiny):
+    ed = sea_editor(tiny)
+    for fig in (plotting.sea_spectra(ed), plotting.sea_energy(ed, 1), plotting.sea_ranks(ed)):
+        assert fig.axes and any(ax.lines or ax.patches for ax in fig.axes)
+    sizes, labels = edit_magnitudes(tiny, ed, torch.tensor([[1, 2, 3]]))
+    fig = plotting.edit_heatmap(sizes, labels, ed.layers)
+    assert fig.axes[0].images
