@@ -1,0 +1,83 @@
+"""The batched sparse-coding solvers against scikit-learn, and their optimality (KKT) conditions."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import ElasticNet, Lasso, OrthogonalMatchingPursuit
+
+from steerlens.solvers import Dictionary, elastic_net, kkt_violation, lasso, objective, omp
+
+
+def problem(d=40, k=120, b=6, seed=0, correlated=True):
+    g = torch.Generator().manual_seed(seed)
+    D = torch.randn(d, k, generator=g, dtype=torch.float64)
+    if correlated:  # activations share a common direction, like real ones
+        D += 2.0 * torch.randn(d, 1, generator=g, dtype=torch.float64)
+    D /= D.norm(dim=0, keepdim=True)
+    truth = torch.zeros(b, k, dtype=torch.float64)
+    for i in range(b):
+        idx = torch.randperm(k, generator=g)[:5]
+        truth[i, idx] = torch.randn(5, generator=g, dtype=torch.float64)
+    Y = truth @ D.T + 0.05 * torch.randn(b, d, generator=g, dtype=torch.float64)
+    Y /= Y.norm(dim=1, keepdim=True)
+    return D, Y
+
+
+def sklearn_enet(D, Y, alpha, l1_ratio):
+    n = D.shape[0]  # sklearn divides the squared loss by the number of samples (here: d)
+    cls = Lasso if l1_ratio == 1 else ElasticNet
+    kw = {} if l1_ratio == 1 else {"l1_ratio": l1_ratio}
+    out = []
+    for y in Y.numpy():
+        m = cls(alpha=alpha / n, fit_intercept=False, tol=1e-12, max_iter=100000, **kw)
+        out.append(m.fit(D.numpy(), y).coef_)
+    return torch.from_numpy(np.stack(out))
+
+
+class TestElasticNet:
+    @pytest.mark.parametrize("alpha,l1_ratio", [(0.05, 0.95), (0.02, 0.5), (0.1, 1.0)])
+    def test_matches_sklearn(self, alpha, l1_ratio):
+        D, Y = problem()
+        ours = elastic_net(D, Y, alpha=alpha, l1_ratio=l1_ratio, tol=1e-9)
+        ref = sklearn_enet(D, Y, alpha, l1_ratio)
+        ob_ours, ob_ref = objective(D, Y, ours, alpha, l1_ratio), objective(D, Y, ref, alpha, l1_ratio)
+        assert torch.all((ob_ours - ob_ref) / ob_ref < 1e-6)
+        torch.testing.assert_close(ours, ref, atol=1e-4, rtol=0)
+
+    def test_kkt_conditions_hold(self):
+        D, Y = problem(seed=1)
+        C = elastic_net(D, Y, tol=1e-9)
+        assert kkt_violation(D, Y, C, 0.05, 0.95).max() < 1e-6
+        assert kkt_violation(D, Y, torch.zeros_like(C), 0.05, 0.95).max() > 1e-2  # the check can fail
+
+    def test_solution_is_sparse_and_working_set_grows(self):
+        D, Y = problem(d=30, k=300, b=4, seed=2)
+        C = elastic_net(D, Y, alpha=0.01, working_set=4, tol=1e-9)  # forces several growth rounds
+        ref = sklearn_enet(D, Y, 0.01, 0.95)
+        torch.testing.assert_close(C, ref, atol=1e-4, rtol=0)
+        assert 0 < (C != 0).sum(-1).max() < 300
+
+    def test_lasso_is_l1_only(self):
+        D, Y = problem(seed=3)
+        torch.testing.assert_close(lasso(D, Y, alpha=0.05, tol=1e-9), sklearn_enet(D, Y, 0.05, 1.0), atol=1e-4,
+                                   rtol=0)
+
+    def test_bad_inputs(self):
+        D, Y = problem()
+        with pytest.raises(ValueError, match="match the dictionary"):
+            elastic_net(D, Y[:, :10])
+        Y[0, 0] = float("nan")
+        with pytest.raises(ValueError, match="NaN"):
+            elastic_net(D, Y)
+        with pytest.raises(ValueError, match=r"\[d, k\]"):
+            Dictionary.from_atoms(torch.zeros(5))
+
+
+class TestOMP:
+    def test_matches_sklearn(self):
+        D, Y = problem(correlated=False, seed=4)
+        ours = omp(D, Y, n_nonzero=5)
+        for i, y in enumerate(Y.numpy()):
+            ref = OrthogonalMatchingPursuit(n_nonzero_coefs=5, fit_intercept=False).fit(D.numpy(), y).coef_
+            np.testing.assert_allclose(ours[i].numpy(), ref, atol=1e-8)
+        assert torch.all((ours != 0).sum(-1) == 5)
