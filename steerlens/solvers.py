@@ -63,10 +63,23 @@ def _soft(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
     return x.sign() * (x.abs() - t).clamp_min(0)
 
 
+def _largest_eigenvalue(G: Float[torch.Tensor, "b m m"], iters: int = 50) -> Float[torch.Tensor, " b"]:
+    """Upper estimate of each batch element's largest eigenvalue (G is PSD): power iteration, then
+    a 5% margin, since a step size from an underestimate could make FISTA diverge."""
+    if G.shape[-1] <= 32:
+        return torch.linalg.eigvalsh(G)[..., -1].clamp_min(1e-12)
+    v = torch.ones(G.shape[:-1], dtype=G.dtype, device=G.device)
+    for _ in range(iters):
+        v = torch.einsum("bij,bj->bi", G, v)
+        v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    lam = torch.einsum("bi,bij,bj->b", v, G, v)
+    return (1.05 * lam).clamp_min(1e-12)
+
+
 def _fista(G: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, l1: float, l2: float, iters: int,
            tol: float) -> torch.Tensor:
     """Batched FISTA with adaptive restart on restricted problems ``1/2 c^T G c - b^T c + ...``."""
-    lip = torch.linalg.eigvalsh(G)[..., -1].clamp_min(1e-12) + l2  # [b]
+    lip = _largest_eigenvalue(G) + l2  # [b]
     step = (1.0 / lip)[:, None]
     c, z, t = c0, c0.clone(), torch.ones_like(lip)[:, None]
     for _ in range(iters):
@@ -131,7 +144,8 @@ def elastic_net(
         cs = _fista(Gs, corr[rows, ws], C[rows, ws], l1, l2, inner_iters, tol * float(scale.min()) * 1e-2)
         C = torch.zeros_like(C)
         C[rows, ws] = cs
-        grad = C @ G - corr + l2 * C
+        # the full gradient goes through D (2 d k b flops), not the k x k Gram (k^2 b flops)
+        grad = (C @ D.T) @ D - corr + l2 * C if k > D.shape[0] else C @ G - corr + l2 * C
         viol = torch.where(C != 0, (grad + l1 * C.sign()).abs(), (grad.abs() - l1).clamp_min(0))
         bad = (viol > tol * scale).sum(-1)
         if int(bad.max()) == 0:
