@@ -1,6 +1,8 @@
 """Editing methods and baselines, registered by name in ``steerlens.editing.REGISTRY``."""
 
 from .baselines import ActAdd, IdentityEditor, OrthoProj, PromptEditor
+from .pace import ConceptDictionary, PaCEEditor
 from .sea import Demonstrations, SpectralEditor
 
-__all__ = ["ActAdd", "Demonstrations", "IdentityEditor", "OrthoProj", "PromptEditor", "SpectralEditor"]
+__all__ = ["ActAdd", "ConceptDictionary", "Demonstrations", "IdentityEditor", "OrthoProj", "PaCEEditor", "PromptEditor",
+           "SpectralEditor"]

@@ -1,0 +1,78 @@
+"""PaCE on tensors and on a tiny random model: identity, removal, partitions, persistence, KV cache."""
+
+import pytest
+import torch
+
+from steerlens.editing import Editor, ModelSpec
+from steerlens.generation import generate_tokens, left_pad
+from steerlens.methods.pace import ConceptDictionary, PaCEEditor, curated_partition
+from steerlens.models import tiny_model
+
+
+def dictionary(model, k=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    d = model.cfg.d_model
+    atoms = {1: torch.randn(k, d, generator=g) * 3, 2: torch.randn(k, d, generator=g) * 3}
+    return ConceptDictionary([f"c{i}" for i in range(k)], atoms, ModelSpec.of(model))
+
+
+class TestRemoval:
+    def test_no_undesirable_concept_is_identity(self, tiny):
+        dic = dictionary(tiny)
+        dic.set_partition("none", [])
+        ed = PaCEEditor.from_dictionary(dic, "none", [1, 2])
+        tokens = torch.randint(0, 101, (2, 6))
+        torch.testing.assert_close(tiny.run_with_hooks(tokens, fwd_hooks=ed.fwd_hooks()), tiny(tokens))
+
+    def test_removes_exactly_the_undesirable_part(self, tiny):
+        dic = dictionary(tiny)
+        dic.set_partition("t", ["c0", "c3"])
+        ed = PaCEEditor.from_dictionary(dic, "t", [1], alpha=0.01)
+        D = ed.tensors["atoms.1"]
+        z = (2.0 * D[:, 0] + 1.5 * D[:, 3] + 1.0 * D[:, 5])[None] + 0.01 * torch.randn(1, 32)
+        c = ed.coefficients(1, z)
+        out = ed.hook_fn(1)(z[None], None)[0]
+        expected = z - (c[:, [0, 3]] @ D[:, [0, 3]].T)
+        torch.testing.assert_close(out, expected)
+        # the removed concepts are (almost) gone from a fresh decomposition; the kept one stays
+        c_after = ed.coefficients(1, out)
+        assert c_after[0, [0, 3]].abs().max() < 0.1 * c[0, [0, 3]].abs().max()
+        assert c_after[0, 5] == pytest.approx(float(c[0, 5]), rel=0.2)
+
+    @pytest.mark.parametrize("solver", ["enet", "lasso", "omp"])
+    def test_every_solver_runs_and_commutes_with_kv_cache(self, tiny, solver):
+        dic = dictionary(tiny)
+        dic.set_partition("t", [0, 1, 2])
+        ed = PaCEEditor.from_dictionary(dic, "t", [1, 2], solver=solver, n_nonzero=4)
+        tokens, mask = left_pad([[3, 4, 5, 6], [7, 8]], pad_id=0)
+        with ed.apply(tiny):
+            a = generate_tokens(tiny, tokens, mask, max_new_tokens=5, use_cache=True, stop_token_ids=[])
+            b = generate_tokens(tiny, tokens, mask, max_new_tokens=5, use_cache=False, stop_token_ids=[])
+        assert a == b
+
+
+class TestDictionaryAndPartitions:
+    def test_partitions_and_errors(self, tiny, capsys):
+        dic = dictionary(tiny)
+        assert curated_partition(dic, "detox", ["c2", "c7", "nope"]) == [2, 7]
+        assert "nope" in capsys.readouterr().out
+        with pytest.raises(ValueError, match="Unknown concept"):
+            dic.set_partition("x", ["zzz"])
+        with pytest.raises(ValueError, match="no partition for task"):
+            PaCEEditor.from_dictionary(dic, "other", [1])
+        with pytest.raises(ValueError, match="expected"):
+            ConceptDictionary(["a"], {1: torch.zeros(2, 32)}, ModelSpec.of(tiny))
+
+    def test_dictionary_and_editor_round_trip(self, tiny, tmp_path):
+        dic = dictionary(tiny)
+        dic.set_partition("t", [1, 4])
+        back = ConceptDictionary.load(dic.save(tmp_path / "dic"))
+        assert back.concepts == dic.concepts and back.partitions == dic.partitions
+        torch.testing.assert_close(back.atoms[2], dic.atoms[2])
+        ed = PaCEEditor.from_dictionary(back, "t", [2], n_concepts=8)
+        loaded = Editor.load(ed.save(tmp_path / "ed"), model=tiny)
+        tokens = torch.randint(0, 101, (1, 5))
+        torch.testing.assert_close(tiny.run_with_hooks(tokens, fwd_hooks=loaded.fwd_hooks()),
+                                   tiny.run_with_hooks(tokens, fwd_hooks=ed.fwd_hooks()))
+        with pytest.raises(ValueError):
+            Editor.load(tmp_path / "ed", model=tiny_model(n_layers=3, d_model=48))
