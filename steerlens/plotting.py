@@ -88,3 +88,51 @@ def edit_heatmap(sizes: torch.Tensor, tokens: Sequence[str], layers: Sequence[in
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     return fig
+
+
+def pace_heatmap(decomp: dict[str, Any], top: int = 20, skip_first: bool = True) -> Figure:
+    """Coefficients of the ``top`` concepts (by total |c| over tokens) per token; undesirable in red."""
+    c = decomp["coefficients"][1:] if skip_first else decomp["coefficients"]
+    tokens = decomp["tokens"][1:] if skip_first else decomp["tokens"]
+    idx = c.abs().sum(0).topk(min(top, c.shape[1])).indices
+    fig, ax = plt.subplots(figsize=(max(6, 0.4 * len(tokens)), 0.28 * len(idx) + 2))
+    lim = float(c[:, idx].abs().max()) or 1.0
+    im = ax.imshow(c[:, idx].T.numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_xticks(range(len(tokens)), [repr(t)[1:-1] for t in tokens], rotation=70, fontsize=7)
+    ax.set_yticks(range(len(idx)), [decomp["concepts"][i] for i in idx.tolist()], fontsize=7)
+    for label, i in zip(ax.get_yticklabels(), idx.tolist(), strict=True):
+        if bool(decomp["undesirable"][i]):
+            label.set_color("red")
+    ax.set_title("concept coefficients per token (undesirable concepts in red)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def pace_token_bars(decomp: dict[str, Any], token: int = -1, top: int = 15) -> Figure:
+    """The ``top`` concepts of one token by |coefficient|; undesirable ones in red."""
+    c = decomp["coefficients"][token]
+    idx = c.abs().topk(min(top, len(c))).indices.tolist()[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(idx) + 1.5))
+    colours = ["tab:red" if bool(decomp["undesirable"][i]) else "tab:blue" for i in idx]
+    ax.barh(range(len(idx)), [float(c[i]) for i in idx], color=colours)
+    ax.set_yticks(range(len(idx)), [decomp["concepts"][i] for i in idx])
+    ax.set_xlabel("coefficient")
+    ax.set_title(f"top concepts at token {decomp['tokens'][token]!r}")
+    fig.tight_layout()
+    return fig
+
+
+def pace_removed_vs_kept(decomp: dict[str, Any], skip_first: bool = True) -> Figure:
+    """Per token, relative to ||z||: the removed part, the explained part, and the residual (kept)."""
+    s = slice(1, None) if skip_first else slice(None)
+    norm = decomp["norm"][s]
+    tokens = decomp["tokens"][s]
+    fig, ax = plt.subplots(figsize=(max(6, 0.4 * len(tokens)), 3.5))
+    for key, colour in (("removed", "tab:red"), ("explained", "tab:blue"), ("residual", "tab:gray")):
+        ax.plot((decomp[key][s] / norm).numpy(), marker="o", color=colour, label=f"||{key}|| / ||z||")
+    ax.set_xticks(range(len(tokens)), [repr(t)[1:-1] for t in tokens], rotation=70, fontsize=7)
+    ax.legend()
+    ax.set_title("what PaCE removes and keeps, per token")
+    fig.tight_layout()
+    return fig

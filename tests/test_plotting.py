@@ -35,3 +35,19 @@ def test_sea_plots_draw(tiny):
     sizes, labels = edit_magnitudes(tiny, ed, torch.tensor([[1, 2, 3]]))
     fig = plotting.edit_heatmap(sizes, labels, ed.layers)
     assert fig.axes[0].images
+
+
+def test_pace_plots_draw():
+    k, t = 30, 6
+    c = torch.zeros(t, k)
+    c[:, 3], c[:, 7] = 1.0, -0.5
+    decomp = {"coefficients": c, "concepts": [f"c{i}" for i in range(k)], "tokens": list("abcdef"),
+              "undesirable": torch.arange(k) == 3, "norm": torch.ones(t), "removed": torch.full((t,), 0.3),
+              "explained": torch.full((t,), 0.9), "residual": torch.full((t,), 0.2)}
+    fig = plotting.pace_heatmap(decomp, top=5)
+    labels = {lab.get_text(): lab.get_color() for lab in fig.axes[0].get_yticklabels()}
+    assert labels["c3"] == "red" and labels["c7"] != "red"
+    fig = plotting.pace_token_bars(decomp, token=2, top=4)
+    assert len(fig.axes[0].patches) == 4
+    fig = plotting.pace_removed_vs_kept(decomp)
+    assert len(fig.axes[0].lines) == 3

@@ -212,3 +212,29 @@ class PaCEEditor(Editor):
             removed = (c * mask) @ self.tensors[f"atoms.{layer}"].T.to(c.dtype)
             return (flat - removed).reshape(act.shape).to(act.dtype)
         return pace
+
+
+@torch.no_grad()
+def decompose(model: Any, editor: PaCEEditor, text: str, layer: int) -> dict[str, Any]:
+    """Decompose every token of ``text`` at ``layer`` (unedited activations) for analysis and plots.
+
+    Returns ``coefficients`` [tokens, k] (activation units), ``tokens`` (labels), ``concepts``,
+    ``undesirable`` [k], and per token: ``norm`` ||z||, ``removed`` ||D_U c_U||, ``explained``
+    ||D c|| and ``residual`` ||z - D c|| (the reconstruction error, kept by PaCE).
+    """
+    if layer not in editor.layers:
+        raise ValueError(f"The editor has no atoms at layer {layer}; its layers are {editor.layers}")
+    acts = collect_activations(model, [text], layers=[layer], position="all", progress=False)
+    z = acts[resid_hook_name(layer)][0]
+    c = editor.coefficients(layer, z)
+    D = editor.tensors[f"atoms.{layer}"].to(c.dtype)
+    mask = editor.tensors["undesirable"]
+    from ..generation import encode
+
+    tokens, _ = encode(model, [text])
+    return {
+        "coefficients": c, "concepts": editor.settings["concepts"], "undesirable": mask,
+        "tokens": [model.tokenizer.decode([t]) for t in tokens[0].tolist()],
+        "norm": z.norm(dim=-1), "removed": ((c * mask) @ D.T).norm(dim=-1),
+        "explained": (c @ D.T).norm(dim=-1), "residual": (z - c @ D.T).norm(dim=-1),
+    }
