@@ -2,7 +2,8 @@
 
 from .baselines import ActAdd, IdentityEditor, OrthoProj, PromptEditor
 from .pace import ConceptDictionary, PaCEEditor
+from .recontrol import ValueController, ValueFunction
 from .sea import Demonstrations, SpectralEditor
 
 __all__ = ["ActAdd", "ConceptDictionary", "Demonstrations", "IdentityEditor", "OrthoProj", "PaCEEditor", "PromptEditor",
-           "SpectralEditor"]
+           "SpectralEditor", "ValueController", "ValueFunction"]

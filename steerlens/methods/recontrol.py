@@ -1,0 +1,262 @@
+"""RE-Control: representation editing from a control perspective (Kong et al., NeurIPS 2024, arXiv 2406.05954).
+
+The LM is a dynamical system whose state ``s_t`` is the vector fed to the unembedding at step t (here
+``ln_final.hook_normalized``, the final norm's output before its gain). A value function ``V(s)`` is
+trained to predict the reward of the finished response (paper Eq. 6, undiscounted TD, reward only at
+the end):
+
+    V(s_t) -> stopgrad V(s_{t+1})   for t < T-1,        V(s_{T-1}) -> r
+
+At test time the state that produces the next token is pushed uphill (paper Eq. 7):
+
+    u = 0;  repeat n times: u <- u + alpha * grad_s V(s + u);  feed s + u to the unembedding
+
+Unlike the reference code: the TD target is detached, the terminal reward sits at the last real step,
+and the gradient steps run only at the position that produces the next token (not over the prompt).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..editing import Editor, HookFn, ModelSpec, register
+from ..generation import encode, format_chat, generate_tokens
+
+STATE_HOOK = "ln_final.hook_normalized"
+RewardFn = Callable[[Sequence[str]], Sequence[float]]
+
+
+# -- rewards --------------------------------------------------------------------------------------------
+def sentiment_reward() -> RewardFn:
+    """VADER compound sentiment in [-1, 1] (needs ``vaderSentiment``)."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    analyser = SentimentIntensityAnalyzer()
+    return lambda texts: [analyser.polarity_scores(t)["compound"] for t in texts]
+
+
+def non_offensive_reward() -> RewardFn:
+    """1 - offensive-language probability from ``alt-profanity-check``."""
+    from profanity_check import predict_prob
+
+    return lambda texts: [1.0 - float(p) for p in predict_prob(list(texts))]
+
+
+# -- rollouts -------------------------------------------------------------------------------------------
+@dataclass
+class Rollouts:
+    """Generated responses with the state at every generated step and one reward per response."""
+
+    prompts: list[str]
+    responses: list[str]
+    states: list[Float[torch.Tensor, "steps d"]]
+    rewards: list[float] = field(default_factory=list)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({f"s{i}": s.contiguous() for i, s in enumerate(self.states)}, str(path / "states.safetensors"))
+        (path / "rollouts.json").write_text(json.dumps({"prompts": self.prompts, "responses": self.responses,
+                                                        "rewards": self.rewards}))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Rollouts:
+        path = Path(path)
+        meta = json.loads((path / "rollouts.json").read_text())
+        t = load_file(str(path / "states.safetensors"))
+        return cls(meta["prompts"], meta["responses"], [t[f"s{i}"] for i in range(len(t))], meta["rewards"])
+
+
+@torch.no_grad()
+def rollout(model: Any, prompts: Sequence[str], max_new_tokens: int = 48, chat: bool = True,
+            do_sample: bool = True, temperature: float = 1.0, seed: int = 0, batch_size: int = 16,
+            progress: bool = True) -> Rollouts:
+    """Generate responses and record the state feeding the unembedding at every generated step."""
+    if not prompts:
+        raise ValueError("No prompts to roll out")
+    texts = [format_chat(model.tokenizer, p) if chat else p for p in prompts]
+    states: list[torch.Tensor] = []
+    responses: list[str] = []
+    for start in tqdm(range(0, len(texts), batch_size), desc="rollouts", disable=not progress, unit="batch"):
+        tokens, mask = encode(model, texts[start:start + batch_size])
+        steps: list[torch.Tensor] = []
+
+        def record(act: torch.Tensor, hook: Any, steps: list[torch.Tensor] = steps) -> None:
+            # generate_tokens runs the final norm on the last position only: one state per step
+            steps.append(act[:, -1].detach().float().cpu())
+
+        with model.hooks(fwd_hooks=[(STATE_HOOK, record)]):
+            ids = generate_tokens(model, tokens, mask, max_new_tokens, do_sample, temperature, seed=seed + start)
+        stacked = torch.stack(steps, dim=1)  # [b, steps, d]
+        for i, row in enumerate(ids):
+            n = min(len(row) + 1, stacked.shape[1])  # the step that produced the end token counts too
+            states.append(stacked[i, :n])
+            responses.append(model.tokenizer.decode(row, skip_special_tokens=True))
+    return Rollouts(list(prompts), responses, states)
+
+
+def pack(states: Sequence[torch.Tensor]) -> tuple[Float[torch.Tensor, "b t d"], Bool[torch.Tensor, "b t"]]:
+    """Right-pad variable-length episodes into a batch with a mask of real steps."""
+    t = max(len(s) for s in states)
+    x = torch.zeros(len(states), t, states[0].shape[-1])
+    mask = torch.zeros(len(states), t, dtype=torch.bool)
+    for i, s in enumerate(states):
+        x[i, :len(s)] = s
+        mask[i, :len(s)] = True
+    return x, mask
+
+
+def td_targets(values: Float[torch.Tensor, "b t"], mask: Bool[torch.Tensor, "b t"],
+               rewards: Float[torch.Tensor, " b"]) -> Float[torch.Tensor, "b t"]:
+    """Undiscounted TD(0) targets with the reward at the last real step (paper Eq. 6); detached.
+
+    ``target[t] = V(s_{t+1})`` while step t+1 is real; ``target[last] = r``; padded steps give 0.
+    """
+    values = values.detach()
+    nxt = torch.zeros_like(values)
+    nxt[:, :-1] = values[:, 1:]
+    last = mask.sum(1) - 1
+    if torch.any(last < 0):
+        raise ValueError("Every episode needs at least one step")
+    has_next = torch.zeros_like(mask)
+    has_next[:, :-1] = mask[:, 1:]
+    target = torch.where(has_next, nxt, torch.zeros_like(nxt))
+    target[torch.arange(len(last)), last] = rewards.to(target.dtype)
+    return target * mask
+
+
+class ValueFunction(nn.Module):
+    """MLP value head ``V: R^d -> R`` with ReLU (paper: 2-3 layers)."""
+
+    def __init__(self, d_model: int, hidden: int = 256, n_layers: int = 2):
+        super().__init__()
+        dims = [d_model] + [hidden] * (n_layers - 1)
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(dims[-1], 1))
+        self.net = nn.Sequential(*layers)
+        self.config = {"d_model": d_model, "hidden": hidden, "n_layers": n_layers}
+
+    def forward(self, s: Float[torch.Tensor, "... d"]) -> Float[torch.Tensor, "..."]:
+        return self.net(s).squeeze(-1)
+
+
+def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs: int = 30, lr: float = 1e-3,
+                batch_size: int = 64, val_fraction: float = 0.2, seed: int = 0,
+                progress: bool = True) -> tuple[ValueFunction, dict[str, list[float]]]:
+    """TD training with a validation split; returns the value function and the train/val loss curves."""
+    if len(rollouts.rewards) != len(rollouts.states):
+        raise ValueError("Rollouts need one reward per response: score them first")
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x, mask = pack(rollouts.states)
+    r = torch.tensor(rollouts.rewards, dtype=torch.float32)
+    perm = torch.randperm(len(r), generator=g)
+    n_val = int(round(val_fraction * len(r))) if len(r) > 4 else 0
+    val, train = perm[:n_val], perm[n_val:]
+    vf = ValueFunction(x.shape[-1], hidden, n_layers)
+    opt = torch.optim.Adam(vf.parameters(), lr=lr)
+    curves: dict[str, list[float]] = {"train": [], "val": []}
+
+    def loss_on(idx: torch.Tensor) -> torch.Tensor:
+        v = vf(x[idx])
+        m = mask[idx]
+        return (((v - td_targets(v, m, r[idx])) ** 2) * m).sum() / m.sum()
+
+    for _ in tqdm(range(epochs), desc="value training", disable=not progress):
+        order = train[torch.randperm(len(train), generator=g)]
+        total = 0.0
+        for i in range(0, len(order), batch_size):
+            loss = loss_on(order[i:i + batch_size])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(order[i:i + batch_size])
+        curves["train"].append(total / max(1, len(order)))
+        if n_val:
+            with torch.no_grad():
+                curves["val"].append(float(loss_on(val)))
+    return vf.eval(), curves
+
+
+# -- the controller -------------------------------------------------------------------------------------
+def gradient_ascent(vf: ValueFunction, s: Float[torch.Tensor, "b d"], alpha: float, n_steps: int,
+                    max_norm: float | None = None) -> tuple[Float[torch.Tensor, "b d"], list[torch.Tensor]]:
+    """``u <- u + alpha * grad V(s + u)``, n times (paper Eq. 7); optional bound ``||u|| <= max_norm``.
+
+    Returns the control ``u`` and the values along the way (for trajectory plots).
+    """
+    u = torch.zeros_like(s)
+    trace = []
+    with torch.enable_grad():
+        for _ in range(n_steps):
+            u = u.detach().requires_grad_(True)
+            v = vf(s.detach() + u)
+            trace.append(v.detach())
+            (grad,) = torch.autograd.grad(v.sum(), u)
+            u = u + alpha * grad
+            if max_norm is not None:
+                norm = u.norm(dim=-1, keepdim=True)
+                u = u * (max_norm / norm.clamp_min(1e-12)).clamp(max=1.0)
+    u = u.detach()
+    with torch.no_grad():
+        trace.append(vf(s + u))
+    return u, trace
+
+
+@register
+class ValueController(Editor):
+    """Gradient ascent on the value function at the position that produces the next token.
+
+    Settings: ``alpha``, ``n_steps``, ``max_norm`` (optional bound on ``||u||``), ``hidden``,
+    ``n_layers`` (value net shape). Tensors: the value net's parameters (``vf.*``).
+    """
+
+    method = "recontrol"
+
+    @classmethod
+    def from_value(cls, model: Any, vf: ValueFunction, alpha: float = 0.5, n_steps: int = 10,
+                   max_norm: float | None = None) -> ValueController:
+        spec = ModelSpec.of(model)
+        if vf.config["d_model"] != spec.d_model:
+            raise ValueError(f"Value function takes d_model={vf.config['d_model']}, model has {spec.d_model}")
+        tensors = {f"vf.{k}": v.detach().clone() for k, v in vf.state_dict().items()}
+        settings = {"alpha": alpha, "n_steps": n_steps, "max_norm": max_norm, "hidden": vf.config["hidden"],
+                    "n_layers": vf.config["n_layers"]}
+        return cls(model=spec, layers=[spec.n_layers - 1], settings=settings, tensors=tensors)
+
+    def value_function(self) -> ValueFunction:
+        cache = self.__dict__.setdefault("_vf", {})
+        device = self.tensors["vf.net.0.weight"].device
+        if "vf" not in cache or next(cache["vf"].parameters()).device != device:
+            vf = ValueFunction(self.model.d_model, self.settings["hidden"], self.settings["n_layers"])
+            vf.load_state_dict({k[3:]: v for k, v in self.tensors.items() if k.startswith("vf.")})
+            cache["vf"] = vf.to(device).eval()
+        return cache["vf"]
+
+    def hook_name(self, layer: int) -> str:
+        return STATE_HOOK
+
+    def hook_fn(self, layer: int) -> HookFn:
+        def control(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            s = self.settings
+            if s["alpha"] == 0 or s["n_steps"] == 0:
+                return act
+            u, _ = gradient_ascent(self.value_function(), act[:, -1].float(), s["alpha"], s["n_steps"],
+                                   s["max_norm"])
+            out = act.clone()
+            out[:, -1] = act[:, -1] + u.to(act.dtype)
+            return out
+        return control

@@ -1,0 +1,106 @@
+"""RE-Control: TD targets by hand, terminal index with padding, the controller hook, persistence."""
+
+import pytest
+import torch
+
+from steerlens.editing import Editor
+from steerlens.generation import generate_tokens, left_pad
+from steerlens.methods.recontrol import (
+    STATE_HOOK,
+    Rollouts,
+    ValueController,
+    ValueFunction,
+    gradient_ascent,
+    pack,
+    td_targets,
+    train_value,
+)
+
+
+class TestTDTargets:
+    def test_hand_computed_case_with_padding(self):
+        values = torch.tensor([[0.1, 0.2, 0.3, 0.4],
+                               [0.5, 0.6, 9.0, 9.0]])  # second episode: 2 real steps, 2 padded
+        mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)
+        rewards = torch.tensor([1.0, -1.0])
+        expected = torch.tensor([[0.2, 0.3, 0.4, 1.0],
+                                 [0.6, -1.0, 0.0, 0.0]])
+        torch.testing.assert_close(td_targets(values, mask, rewards), expected)
+
+    def test_targets_are_detached(self):
+        values = torch.randn(2, 3, requires_grad=True)
+        t = td_targets(values * 2, torch.ones(2, 3, dtype=torch.bool), torch.zeros(2))
+        assert not t.requires_grad
+
+    def test_single_step_episode_gets_the_reward(self):
+        t = td_targets(torch.zeros(1, 3), torch.tensor([[True, False, False]]), torch.tensor([0.7]))
+        torch.testing.assert_close(t, torch.tensor([[0.7, 0.0, 0.0]]))
+
+    def test_pack(self):
+        x, m = pack([torch.ones(2, 4), torch.ones(3, 4)])
+        assert x.shape == (2, 3, 4) and m.tolist() == [[True, True, False], [True, True, True]]
+
+
+def linear_value(d=32):
+    vf = ValueFunction(d, hidden=8, n_layers=2)
+    torch.manual_seed(0)
+    return vf
+
+
+class TestController:
+    def test_ascent_raises_value_and_respects_bound(self):
+        vf = linear_value()
+        s = torch.randn(4, 32)
+        u, trace = gradient_ascent(vf, s, alpha=0.5, n_steps=5)
+        assert torch.all(trace[-1] >= trace[0])
+        u, _ = gradient_ascent(vf, s, alpha=10.0, n_steps=5, max_norm=0.1)
+        assert torch.all(u.norm(dim=-1) <= 0.1 + 1e-6)
+
+    @pytest.mark.parametrize("alpha,n", [(0.0, 5), (1.0, 0)])
+    def test_zero_alpha_or_steps_is_identity(self, tiny, alpha, n):
+        ctl = ValueController.from_value(tiny, linear_value(), alpha=alpha, n_steps=n)
+        tokens = torch.randint(0, 101, (2, 5))
+        torch.testing.assert_close(tiny.run_with_hooks(tokens, fwd_hooks=ctl.fwd_hooks()), tiny(tokens))
+
+    def test_edits_only_the_last_position(self, tiny):
+        ctl = ValueController.from_value(tiny, linear_value(), alpha=2.0, n_steps=3)
+        tokens = torch.randint(0, 101, (2, 6))
+        base, edited = tiny(tokens), tiny.run_with_hooks(tokens, fwd_hooks=ctl.fwd_hooks())
+        torch.testing.assert_close(edited[:, :-1], base[:, :-1])
+        assert not torch.allclose(edited[:, -1], base[:, -1])
+        assert ctl.fwd_hooks()[0][0] == STATE_HOOK
+
+    def test_cached_equals_uncached_and_save_load(self, tiny, tmp_path):
+        ctl = ValueController.from_value(tiny, linear_value(), alpha=1.0, n_steps=4, max_norm=5.0)
+        tokens, mask = left_pad([[3, 4, 5], [6, 7, 8, 9]], pad_id=0)
+        with ctl.apply(tiny):
+            a = generate_tokens(tiny, tokens, mask, max_new_tokens=6, use_cache=True, stop_token_ids=[])
+            b = generate_tokens(tiny, tokens, mask, max_new_tokens=6, use_cache=False, stop_token_ids=[])
+        assert a == b
+        loaded = Editor.load(ctl.save(tmp_path / "ctl"), model=tiny)
+        assert loaded.settings == ctl.settings
+        with loaded.apply(tiny):
+            assert generate_tokens(tiny, tokens, mask, max_new_tokens=6, stop_token_ids=[]) == a
+
+
+class TestTraining:
+    def test_value_learns_a_reward_visible_in_the_states(self):
+        g = torch.Generator().manual_seed(0)
+        states, rewards = [], []
+        direction = torch.randn(16, generator=g)
+        for _ in range(80):
+            sign = 1.0 if torch.rand(1, generator=g) > 0.5 else -1.0
+            n = int(torch.randint(3, 8, (1,), generator=g))
+            states.append(torch.randn(n, 16, generator=g) * 0.3 + sign * direction)
+            rewards.append(sign)
+        ro = Rollouts(["p"] * 80, ["r"] * 80, states, rewards)
+        vf, curves = train_value(ro, hidden=32, epochs=40, lr=3e-3, progress=False)
+        assert curves["train"][-1] < 0.5 * curves["train"][0] and len(curves["val"]) == 40
+        with torch.no_grad():
+            assert float(vf(direction)) > 0.5 and float(vf(-direction)) < -0.5
+
+    def test_rollouts_round_trip(self, tmp_path):
+        ro = Rollouts(["a", "b"], ["x", "y"], [torch.ones(2, 4), torch.zeros(3, 4)], [0.5, -0.5])
+        back = Rollouts.load(ro.save(tmp_path / "ro"))
+        assert back.responses == ro.responses and back.rewards == ro.rewards
+        torch.testing.assert_close(back.states[1], ro.states[1])
