@@ -20,14 +20,19 @@ POSITIVE_SYSTEM = "You are a cheerful assistant. Always answer in a warm, positi
 def demo_editors(model: Any) -> list[tuple[str, Any, str | None]]:
     """(label, editor, system prompt) for every method the demo shows, fitted on the shipped pairs."""
     from .data import contrast_pairs
-    from .methods import ActAdd, OrthoProj, PromptEditor
+    from .methods import ActAdd, OrthoProj, PromptEditor, SpectralEditor
+    from .methods.sea import pair_demonstrations
 
     pos, neg = contrast_pairs("sentiment")
     layer = model.cfg.n_layers // 2
+    sea_layers = list(range(layer, model.cfg.n_layers))
+    demos = pair_demonstrations(pos, neg).with_neutral(model, max_new_tokens=16, batch_size=20, progress=False)
     return [
         ("prompt", PromptEditor.fit(model, POSITIVE_SYSTEM), POSITIVE_SYSTEM),
         (f"actadd L{layer}", ActAdd.fit(model, pos, neg, layers=[layer], progress=False), None),
         (f"orthoproj L{layer}", OrthoProj.fit(model, pos, neg, layers=[layer], progress=False), None),
+        (f"sea L{layer}-{sea_layers[-1]}", SpectralEditor.fit(model, demos, layers=sea_layers, k_pos=0.99, k_neg=0.99,
+                                                           progress=False), None),
     ]
 
 

@@ -120,3 +120,23 @@ class TestDemonstrations:
             Demonstrations(["a", "b"], ["x"], ["y", "z"])
         with pytest.raises(ValueError, match="No demonstrations"):
             Demonstrations([], [], [])
+
+
+def test_facts_demonstrations_pair_true_with_false():
+    from steerlens.methods.sea import facts_demonstrations
+
+    d = facts_demonstrations(["Water is wet.", "The sun is cold.", "Cats are mammals.", "Fish can fly."], [1, 0, 1, 0])
+    assert d.positive == ["Water is wet.", "Cats are mammals."]
+    assert sorted(d.negative) == ["Fish can fly.", "The sun is cold."]
+    with pytest.raises(ValueError, match="both true"):
+        facts_demonstrations(["a"], [1])
+
+
+def test_truthfulqa_demonstrations_use_best_and_an_incorrect_answer():
+    from steerlens.methods.sea import truthfulqa_demonstrations
+
+    rows = [{"question": "Q1?", "best": "B1", "incorrect": ["W1", "W2"]},
+            {"question": "Q2?", "best": "B2", "incorrect": ["W3"]}]
+    d = truthfulqa_demonstrations(rows)
+    assert d.prompts == ["Q1?", "Q2?"] and d.positive == ["B1", "B2"] and d.chat
+    assert d.negative[0] in {"W1", "W2"} and d.negative[1] == "W3"

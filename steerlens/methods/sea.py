@@ -216,10 +216,16 @@ class SpectralEditor(Editor):
         return cls(model=spec, layers=list(layers), settings=settings, tensors=tensors)
 
     @classmethod
-    def fit(cls, model: Any, demos: Demonstrations, layers: Sequence[int] = (-4, -3, -2, -1), k_pos: float = 0.99,
-            k_neg: float | None = 0.99, feature_map: FeatureMap = "linear", progress: bool = True) -> SpectralEditor:
-        """Generate neutral answers if missing, collect activations, and fit (paper Alg. 1)."""
-        layers = check_layers(list(layers), model.cfg.n_layers)
+    def fit(cls, model: Any, demos: Demonstrations, layers: Sequence[int] | None = None, k_pos: float = 0.998,
+            k_neg: float | None = 0.998, feature_map: FeatureMap = "linear", progress: bool = True) -> SpectralEditor:
+        """Generate neutral answers if missing, collect activations, and fit (paper Alg. 1).
+
+        Defaults: the last two thirds of the layers and K = 99.8% for both subspaces, the best mean
+        2-fold cross-validated setting on TruthfulQA's development split for SmolLM2-135M-Instruct
+        (``benchmarks/sea_truthfulqa.py``); the paper's best was K = 99.8% on 21 of 32 layers.
+        """
+        n = model.cfg.n_layers
+        layers = check_layers(list(range(n // 3, n) if layers is None else layers), n)
         demos = demos.with_neutral(model, progress=progress)
         acts = demonstration_activations(model, demos, layers, progress=progress)
         return cls.fit_activations(ModelSpec.of(model), acts, layers, k_pos, k_neg, feature_map)
