@@ -14,15 +14,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report_speed, tokens_per_second, torch_threads, unsteered  # noqa: E402
+from common import PROMPTS, report_speed, tokens_per_second, torch_threads, unsteered  # noqa: E402
 
 import steerlens  # noqa: E402
 from steerlens import models  # noqa: E402
-
-PROMPTS = ["Describe your typical Monday morning.", "What do you think about rainy weather?",
-           "Give me three tips for a job interview.", "Explain photosynthesis to a child.",
-           "Write a short note to a neighbour about a noisy party.", "What is your favourite season and why?",
-           "How do I make a cup of tea?", "Tell me about the history of bicycles."]
 
 
 def main() -> None:

@@ -11,6 +11,12 @@ import torch
 
 from steerlens.generation import encode, format_chat, generate_tokens
 
+# Everyday chat prompts shared by the speed benchmarks.
+PROMPTS = ["Describe your typical Monday morning.", "What do you think about rainy weather?",
+           "Give me three tips for a job interview.", "Explain photosynthesis to a child.",
+           "Write a short note to a neighbour about a noisy party.", "What is your favourite season and why?",
+           "How do I make a cup of tea?", "Tell me about the history of bicycles."]
+
 
 def tokens_per_second(model: Any, prompts: Sequence[str], contexts: dict[str, Callable[[], AbstractContextManager]],
                       max_new_tokens: int = 48, repeats: int = 3) -> dict[str, float]:
