@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -84,7 +85,9 @@ def load_hf_model(verbose: bool = True) -> tuple[Any, Any]:
     tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    tmp.replace(cached) if not cached.exists() else None
+    if cached.exists():  # a partial cache from an interrupted first load
+        shutil.rmtree(cached)
+    tmp.replace(cached)
     if verbose:
         print(f"steerlens: converted in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     # Reload from the cache so the first and later loads give identical objects.

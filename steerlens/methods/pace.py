@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from ..activations import collect_activations
 from ..editing import Editor, HookFn, ModelSpec, check_finite, check_layers, register, resid_hook_name, sink_threshold
+from ..generation import encode
 from ..solvers import Dictionary, elastic_net, lasso, omp
 
 Solver = Literal["enet", "lasso", "omp"]
@@ -229,8 +230,6 @@ def decompose(model: Any, editor: PaCEEditor, text: str, layer: int) -> dict[str
     c = editor.coefficients(layer, z)
     D = editor.tensors[f"atoms.{layer}"].to(c.dtype)
     mask = editor.tensors["undesirable"]
-    from ..generation import encode
-
     tokens, _ = encode(model, [text])
     return {
         "coefficients": c, "concepts": editor.settings["concepts"], "undesirable": mask,

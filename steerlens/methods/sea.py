@@ -167,11 +167,6 @@ class Demonstrations:
         sep = "" if self.chat else " "
         return [p + sep + a for p, a in zip(prefix, answers, strict=True)]
 
-    def subset(self, idx: Sequence[int]) -> Demonstrations:
-        pick = lambda xs: None if xs is None else [xs[i] for i in idx]  # noqa: E731
-        return Demonstrations(pick(self.prompts), pick(self.positive), pick(self.negative),  # type: ignore[arg-type]
-                              pick(self.neutral), self.chat)
-
 
 def demonstration_activations(model: Any, demos: Demonstrations, layers: Sequence[int], batch_size: int = 16,
                               progress: bool = True) -> dict[str, dict[int, torch.Tensor]]:
