@@ -1,4 +1,4 @@
-"""The ``steerlens`` command: ``steerlens demo`` (the main job), and room for more subcommands."""
+"""The ``steerlens`` command: ``demo`` (the main job), ``eval``, ``bench`` and ``dictionary``."""
 
 from __future__ import annotations
 
@@ -67,18 +67,90 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .harness import check_method, check_task, evaluate, format_result, load_items
+    from .models import load_model
+
+    check_method(args.method)
+    check_task(args.task)
+    load_items(args.prompts, args.task)  # fail on bad input before loading the model
+    if args.train is not None:
+        load_items(args.train, args.task)
+    model = load_model(verbose=False)
+    result = evaluate(model, args.method, args.task, args.prompts, args.train, max_new_tokens=args.max_new_tokens)
+    print(format_result(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    run_bench(args.out, methods=args.methods.split(","), tasks=args.tasks.split(","), limit=args.limit,
+              truthfulqa_limit=args.truthfulqa_limit, max_new_tokens=args.max_new_tokens)
+    return 0
+
+
+def cmd_dictionary(args: argparse.Namespace) -> int:
+    from .methods.pace import DEFAULT_LAYERS, default_dictionary
+    from .models import load_model
+
+    model = load_model(verbose=False)
+    layers = DEFAULT_LAYERS if args.layers is None else [int(x) for x in args.layers.split(",")]
+    dic = default_dictionary(model, n_concepts=args.concepts, layers=layers, stimuli=args.stimuli)
+    print(f"{len(dic.concepts)} concepts, layers {sorted(dic.atoms)}, settings {dic.settings}")
+    for task, idx in dic.partitions.items():
+        names = [dic.concepts[i] for i in idx]
+        print(f"partition {task!r}: {len(idx)} undesirable: {', '.join(names[:30])}{' ...' if len(names) > 30 else ''}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "demo": ("Answer the same prompts unsteered and steered by each method, side by side", cmd_demo),
+    "eval": ("Evaluate one method on one task: unsteered vs steered, same prompts, JSON + table", cmd_eval),
+    "bench": ("Every method x every task on the shipped evaluation sets: table, plots, JSON", cmd_bench),
+    "dictionary": ("Build (or load from the cache) PaCE's concept dictionary and show its partitions",
+                   cmd_dictionary),
 }
+
+
+def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
+    from .harness import METHODS, TASKS
+
+    if name == "demo":
+        p.add_argument("--max-new-tokens", type=int, default=40)
+    elif name == "eval":
+        p.add_argument("--method", required=True, help=", ".join(METHODS))
+        p.add_argument("--task", required=True, help=", ".join(TASKS))
+        p.add_argument("--prompts", required=True, help="JSONL (prompt/prefix) or TruthfulQA CSV to evaluate on")
+        p.add_argument("--train", default=None, help="same format; default: the project's shipped data")
+        p.add_argument("--max-new-tokens", type=int, default=48)
+        p.add_argument("--json", default=None, help="write the result here")
+    elif name == "bench":
+        p.add_argument("--out", default="bench-results")
+        p.add_argument("--methods", default=",".join(METHODS))
+        p.add_argument("--tasks", default=",".join(TASKS))
+        p.add_argument("--limit", type=int, default=None, help="first N prompts of each shipped eval set")
+        p.add_argument("--truthfulqa-limit", type=int, default=None,
+                       help="first N held-out TruthfulQA questions (default: all of the held-out half)")
+        p.add_argument("--max-new-tokens", type=int, default=48)
+    elif name == "dictionary":
+        p.add_argument("--concepts", type=int, default=None, help="first N concepts (default: all)")
+        p.add_argument("--layers", default=None, help="comma-separated layers (default: 6,9,12,15,18,21)")
+        p.add_argument("--stimuli", default=None, help="stimuli JSONL (default: the shipped templates)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="steerlens", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, _) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text)
-        if name == "demo":
-            p.add_argument("--max-new-tokens", type=int, default=40)
+        add_arguments(name, sub.add_parser(name, help=help_text))
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command][1](args)

@@ -136,3 +136,53 @@ def pace_removed_vs_kept(decomp: dict[str, Any], skip_first: bool = True) -> Fig
     ax.set_title("what PaCE removes and keeps, per token")
     fig.tight_layout()
     return fig
+
+
+def bench_tradeoff(results: Sequence[dict], metric: str) -> Figure:
+    """One task's bench results: the change in ``metric`` against time relative to the unsteered model."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for r in results:
+        x = r["seconds"]["steered"] / max(r["seconds"]["unsteered"], 1e-9)
+        y = r["steered"][metric] - r["unsteered"][metric]
+        ax.scatter([x], [y])
+        ax.annotate(r["method"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("time relative to the unsteered model")
+    ax.set_ylabel(f"change in {metric}")
+    if results:
+        ax.set_title(f"{results[0]['task']} ({results[0]['n']} items)")
+    return fig
+
+
+def value_heatmap(values: torch.Tensor, tokens: Sequence[str], skip_first: bool = True) -> Figure:
+    """RE-Control: V per layer (rows; the last row is the final state) and token, from ``value_lens``."""
+    v, labels = (values[:, 1:], list(tokens)[1:]) if skip_first else (values, list(tokens))
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(labels)), 5))
+    im = ax.imshow(v.numpy(), aspect="auto", cmap="RdYlGn", origin="lower")
+    ax.set_xticks(range(len(labels)), labels, rotation=70, fontsize=7)
+    ax.set_ylabel("layer (top row: final state)")
+    ax.set_title("value V per layer and token")
+    fig.colorbar(im, ax=ax)
+    return fig
+
+
+def value_landscape_plot(land: dict[str, torch.Tensor]) -> Figure:
+    """RE-Control: V around a state along the gradient and a random direction, with the ascent path."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    cs = ax.contourf(land["b"].numpy(), land["a"].numpy(), land["values"].numpy(), levels=20, cmap="RdYlGn")
+    ax.plot(land["path"][:, 1].numpy(), land["path"][:, 0].numpy(), "k.-", label="gradient ascent")
+    ax.plot([0], [0], "ko", ms=8, label="unedited state")
+    ax.set_xlabel("random direction")
+    ax.set_ylabel("gradient direction")
+    ax.legend(fontsize=8)
+    fig.colorbar(cs, ax=ax, label="V")
+    return fig
+
+
+def ascent_trajectory(path_values: torch.Tensor) -> Figure:
+    """RE-Control: V after each gradient-ascent step."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(range(len(path_values)), path_values.numpy(), "o-")
+    ax.set_xlabel("step")
+    ax.set_ylabel("V(s + u)")
+    return fig

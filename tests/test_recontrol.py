@@ -14,6 +14,7 @@ from steerlens.methods.recontrol import (
     pack,
     td_targets,
     train_value,
+    value_landscape,
 )
 
 
@@ -104,3 +105,29 @@ class TestTraining:
         back = Rollouts.load(ro.save(tmp_path / "ro"))
         assert back.responses == ro.responses and back.rewards == ro.rewards
         torch.testing.assert_close(back.states[1], ro.states[1])
+
+
+class TestAllPositionsAndAnalysis:
+    def test_all_positions_mode_equals_last_position_control_step_by_step(self, tiny):
+        """Editing every position in one pass gives each position the logits that last-position control
+        gives when the text is fed one token at a time (the state feeds only its own logits)."""
+        tokens = torch.randint(0, 101, (1, 5))
+        vf = linear_value()
+        last = ValueController.from_value(tiny, vf, alpha=1.0, n_steps=3)
+        every = ValueController.from_value(tiny, vf, alpha=1.0, n_steps=3, positions="all")
+        full = tiny.run_with_hooks(tokens, fwd_hooks=every.fwd_hooks())
+        for t in range(1, 6):
+            step = tiny.run_with_hooks(tokens[:, :t], fwd_hooks=last.fwd_hooks())
+            torch.testing.assert_close(full[:, t - 1], step[:, -1], atol=1e-4, rtol=1e-4)
+        with pytest.raises(ValueError, match="positions"):
+            ValueController.from_value(tiny, linear_value(), positions="middle")
+
+    def test_value_landscape_path_starts_at_the_state_and_climbs(self, tiny):
+        ctl = ValueController.from_value(tiny, linear_value(), alpha=0.5, n_steps=4)
+        land = value_landscape(ctl, torch.randn(32), steps=9)
+        assert land["values"].shape == (9, 9) and land["path"].shape == (5, 2)
+        assert torch.allclose(land["path"][0], torch.zeros(2))
+        assert land["path_values"][-1] >= land["path_values"][0]
+        # the centre of the grid is the unedited state
+        vf = ctl.value_function()
+        assert abs(float(land["values"][4, 4]) - float(vf(land["state"]))) < 1e-5

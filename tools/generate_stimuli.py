@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     args = ap.parse_args()
     rows = [line.split("\t") for line in (DATA / "concepts.tsv").read_text().splitlines()[1:]]
+    # the concepts the shipped tasks need first, then by word frequency: any prefix keeps the task concepts
+    rows.sort(key=lambda r: (not r[2].startswith("task") and ",task" not in r[2], int(r[0])))
     concepts = [r[1] for r in rows][: args.limit]
     out = DATA / "stimuli.jsonl"
     done = {json.loads(x)["concept"] for x in out.read_text().splitlines()} if out.is_file() else set()

@@ -124,6 +124,121 @@ def sea():
     ]
 
 
+@notebook("pace.ipynb")
+def pace():
+    return [
+        ("md", "# PaCE: remove a concept's part of each activation, keep the rest\n\n"
+               "Luo et al. (NeurIPS 2024). Every token activation z is written as a sparse combination of *concept "
+               "atoms* plus a residual, by an elastic net (paper Eq. 2-3). The atoms of concepts marked undesirable "
+               "for the task are subtracted; everything else, the residual included, is kept (Eq. 4). Here we use "
+               "the first 200 concepts so this runs on a laptop CPU in a few minutes; `steerlens dictionary` "
+               "builds all 3,100 (about 25 min on 2 cores, then cached)."),
+        ("code", "import matplotlib.pyplot as plt\n\nimport steerlens\nfrom steerlens import plotting\n"
+                 "from steerlens.methods.pace import (PaCEEditor, decompose, default_dictionary,\n"
+                 "                                    similarity_partition, template_stimuli)\n\n"
+                 "model = steerlens.load_model()"),
+        ("md", "## 1. The concept dictionary\nEach concept's stimuli are ten short sentences that end in the concept "
+               "word (`data/concepts/frames.txt`); its atom at a layer is the mean activation at that last token. "
+               "The concepts the shipped tasks need come first, then the most frequent English words."),
+        ("code", "print(template_stimuli(['idiot'])['idiot'][:3])\n"
+                 "dic = default_dictionary(model, n_concepts=200)  # built once, then loaded from the cache\n"
+                 "print(len(dic.concepts), 'concepts at layers', sorted(dic.atoms))"),
+        ("md", "## 2. Partition: which concepts are undesirable for detoxification?\nThe curated partition (the "
+               "concepts tagged `task:toxicity` in `data/concepts/concepts.tsv`) is added by `default_dictionary`. "
+               "An embedding-similarity partition ranks concepts by how close their atom is to the model's own "
+               "representation of a task description; labels can also be given by hand with `set_partition`."),
+        ("code", "print('curated:', [dic.concepts[i] for i in dic.partitions['detox']][:25])\n"
+                 "sim = similarity_partition(model, dic, 'detox-similar', 'rude, insulting, hateful and abusive "
+                 "language', layer=15, top_n=20)\n"
+                 "print('similarity:', [dic.concepts[i] for i in sim])"),
+        ("md", "## 3. Decompose one text\nCoefficients per token of the top concepts (heatmap), the top concepts "
+               "of one token, and per token how much is removed, explained, and left in the residual."),
+        ("code", "editor = PaCEEditor.from_dictionary(dic, 'detox', layers=[9, 15, 21])\n"
+                 "d = decompose(model, editor, 'You are a worthless idiot and everyone hates you.', layer=15)\n"
+                 "plotting.pace_heatmap(d, top=15); plt.show()\n"
+                 "plotting.pace_token_bars(d, token=6, top=12); plt.show()\n"
+                 "plotting.pace_removed_vs_kept(d); plt.show()"),
+        ("md", "## 4. Generate, unsteered vs PaCE\nThe editor solves the elastic net for every token position of "
+               "each forward pass at once and works with the KV cache. Hostile sentence beginnings, continued as "
+               "raw text, and a chat request."),
+        ("code", "prefixes = ['Shut up, you pathetic', 'Honestly, people like you are']\n"
+                 "plain = steerlens.generate(model, prefixes, chat=False, max_new_tokens=25)\n"
+                 "with editor.apply(model):\n"
+                 "    edited = steerlens.generate(model, prefixes, chat=False, max_new_tokens=25)\n"
+                 "for p, a, b in zip(prefixes, plain, edited):\n"
+                 "    print(p); print('  unsteered:', a); print('  PaCE:     ', b); print()"),
+    ]
+
+
+@notebook("recontrol.ipynb")
+def recontrol():
+    return [
+        ("md", "# RE-Control: a value function on hidden states, and gradient ascent at test time\n\n"
+               "Kong et al. (NeurIPS 2024). The state s_t that feeds the unembedding is treated as the state of a "
+               "dynamical system; a value function V(s) is trained with TD targets on rollouts scored by a reward "
+               "(paper Eq. 6), and at test time the state that produces the next token is pushed uphill: "
+               "u <- u + alpha * grad V(s + u), n times (Eq. 7). A tiny run here (12 prompts, short answers) to "
+               "show the mechanics; `benchmarks/recontrol_sentiment.py` runs the real sweep."),
+        ("code", "import matplotlib.pyplot as plt\n\nimport steerlens\nfrom steerlens import plotting\n"
+                 "from steerlens.data import data_dir, read_jsonl\n"
+                 "from steerlens.methods.recontrol import (ValueController, rollout, sentiment_reward, train_value,\n"
+                 "                                         value_landscape, value_lens)\n\n"
+                 "model = steerlens.load_model()\n"
+                 "rows = read_jsonl(data_dir() / 'sentiment' / 'train.jsonl')\n"
+                 "prompts = [r['prompt'] for r in rows if 'prompt' in r]"),
+        ("md", "## 1. Roll out and label\nSampled answers; the state at every generated step is recorded; VADER "
+               "gives one reward per finished answer."),
+        ("code", "ro = rollout(model, prompts[:12], max_new_tokens=24, seed=0, progress=False)\n"
+                 "ro.rewards = sentiment_reward()(ro.responses)\n"
+                 "for p, r, w in list(zip(ro.prompts, ro.responses, ro.rewards))[:3]:\n"
+                 "    print(f'{w:+.2f}', p, '->', r[:80])"),
+        ("md", "## 2. Train the value function\nUndiscounted TD: V(s_t) -> stopgrad V(s_t+1), and the reward at the "
+               "last real step; padding masked; a validation split."),
+        ("code", "vf, curves = train_value(ro, epochs=30, progress=False)\n"
+                 "plt.plot(curves['train'], label='train'); plt.plot(curves['val'], label='validation')\n"
+                 "plt.xlabel('epoch'); plt.ylabel('TD loss'); plt.legend(); plt.show()"),
+        ("md", "## 3. Value landscapes\nV per layer and token (each block's output normalised like the final norm, "
+               "a logit-lens reading of V), then V around one state along the gradient and a random direction, "
+               "with the ascent path, and V along the ascent steps."),
+        ("code", "ctl = ValueController.from_value(model, vf, alpha=1.0, n_steps=10)\n"
+                 "text = steerlens.format_chat(model.tokenizer, prompts[0]) + ro.responses[0]\n"
+                 "values, toks = value_lens(model, ctl, text)\n"
+                 "plotting.value_heatmap(values, toks); plt.show()\n"
+                 "land = value_landscape(ctl, ro.states[0][0])\n"
+                 "plotting.value_landscape_plot(land); plt.show()\n"
+                 "plotting.ascent_trajectory(land['path_values']); plt.show()"),
+        ("md", "## 4. Controlled vs unsteered\nThe hook runs the ascent only at the position that produces the next "
+               "token, so the prompt's prefill costs nothing extra. Trained on 12 rollouts, expect little change: "
+               "this shows the API, not the method's ceiling."),
+        ("code", "test = prompts[12:15]\nplain = steerlens.generate(model, test, max_new_tokens=30)\n"
+                 "with ctl.apply(model):\n    controlled = steerlens.generate(model, test, max_new_tokens=30)\n"
+                 "for p, a, b in zip(test, plain, controlled):\n"
+                 "    print(p); print('  unsteered: ', a); print('  RE-Control:', b); print()"),
+    ]
+
+
+@notebook("compare.ipynb")
+def compare():
+    return [
+        ("md", "# Comparing methods on one task\n\n"
+               "`steerlens bench` runs every method on every task's shipped evaluation set; `steerlens eval` runs "
+               "one. Here a small subset (6 sentiment prompts, 16 new tokens, a 200-concept PaCE dictionary, a "
+               "quick RE-Control) so it runs on a laptop CPU; the full table is in the README."),
+        ("code", "import json, tempfile\nfrom pathlib import Path\n\nfrom IPython.display import Image, Markdown\n\n"
+                 "import steerlens\nfrom steerlens.bench import run_bench\n\nmodel = steerlens.load_model()\n"
+                 "out = Path(tempfile.mkdtemp())"),
+        ("code", "results = run_bench(out, methods=['none', 'prompt', 'actadd', 'orthoproj', 'pace', 'recontrol'],\n"
+                 "                    tasks=['sentiment'], limit=6, max_new_tokens=16, model=model, progress=False,\n"
+                 "                    settings={'pace': {'n_concepts': 200},\n"
+                 "                              'recontrol': {'samples': 1, 'epochs': 10}})"),
+        ("md", "## The table and the cost plot\nEach method's change in mean VADER compound against its generation "
+               "time relative to the unsteered model, measured in the same run."),
+        ("code", "display(Markdown((out / 'table.md').read_text()))\ndisplay(Image(out / 'sentiment.png'))"),
+        ("md", "## Read the generations\nEvery result keeps the scored continuations, so anyone can re-score them."),
+        ("code", "for r in results:\n    print(f\"{r['method']:<10}\", r['generations']['steered'][0][:90])"),
+    ]
+
+
 def main():
     out = Path(__file__).resolve().parents[1] / "notebooks"
     for name, cells in NOTEBOOKS.items():

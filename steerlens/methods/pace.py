@@ -27,6 +27,7 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 
 from ..activations import collect_activations
+from ..data import data_dir, read_jsonl
 from ..editing import Editor, HookFn, ModelSpec, check_finite, check_layers, register, resid_hook_name, sink_threshold
 from ..generation import encode
 from ..solvers import Dictionary, elastic_net, lasso, omp
@@ -120,15 +121,89 @@ class ConceptDictionary:
         return cls(meta["concepts"], atoms, ModelSpec(**meta["model"]), meta["settings"], meta["partitions"])
 
 
+# -- stimuli and the default dictionary -----------------------------------------------------------------
+def shipped_concepts(limit: int | None = None) -> list[str]:
+    """Concepts of ``data/concepts/concepts.tsv``: the tasks' concepts first, then by word frequency,
+    so every prefix (``limit``) keeps the concepts the shipped tasks need."""
+    rows = [line.split("\t") for line in (data_dir() / "concepts" / "concepts.tsv").read_text().splitlines()[1:]]
+    rows.sort(key=lambda r: (not r[2].startswith("task") and ",task" not in r[2], int(r[0])))
+    return [r[1] for r in rows][:limit]
+
+
+def template_stimuli(concepts: Sequence[str]) -> dict[str, list[str]]:
+    """Each concept in the shipped frames (``data/concepts/frames.txt``), the concept as the last word."""
+    lines = (data_dir() / "concepts" / "frames.txt").read_text().splitlines()
+    frames = [f for f in lines if f.strip() and not f.startswith("#")]
+    return {c: [f.format(c=c) for f in frames] for c in concepts}
+
+
+def read_stimuli(path: str | Path) -> dict[str, list[str]]:
+    """A stimuli JSONL file (``{"concept": ..., "stimuli": [...]}`` per line, e.g. from
+    ``tools/generate_stimuli.py``); concepts without stimuli are refused, not skipped."""
+    out = {}
+    for i, row in enumerate(read_jsonl(path, ("concept", "stimuli")), 1):
+        if not isinstance(row["stimuli"], list) or not row["stimuli"]:
+            raise ValueError(f"{path}:{i}: concept {row['concept']!r} has no stimuli")
+        out[str(row["concept"])] = [str(t) for t in row["stimuli"]]
+    return out
+
+
+DEFAULT_LAYERS = (6, 9, 12, 15, 18, 21)
+
+
+def default_dictionary(model: Any, n_concepts: int | None = None, layers: Sequence[int] = DEFAULT_LAYERS,
+                       stimuli: str | Path | None = None, progress: bool = True) -> ConceptDictionary:
+    """The shipped concept dictionary for ``model``: built once (templated or ``stimuli`` file, last
+    token, the given layers), then loaded from ``cache_dir()/dictionaries``; partitions for the shipped
+    tasks are added by the curated partitioner (``detox``, ``sentiment``)."""
+    import hashlib
+
+    from ..models import cache_dir
+
+    if stimuli is None:
+        stim = template_stimuli(shipped_concepts(n_concepts))
+    else:
+        stim = read_stimuli(stimuli)
+        stim = dict(list(stim.items())[:n_concepts])
+    layers = check_layers(list(layers), model.cfg.n_layers)
+    key = hashlib.sha256(json.dumps([stim, layers, ModelSpec.of(model).name]).encode()).hexdigest()[:12]
+    path = cache_dir() / "dictionaries" / f"{ModelSpec.of(model).name}-{len(stim)}-{key}"
+    if (path / "dictionary.json").is_file():
+        dic = ConceptDictionary.load(path)
+        dic.model.check(model, "cached concept dictionary")
+    else:
+        dic = ConceptDictionary.build(model, stim, layers, position="last", batch_size=64, progress=progress)
+        dic.settings["stimuli"] = "templates (data/concepts/frames.txt)" if stimuli is None else str(stimuli)
+        dic.save(path)
+    for task, group in TASK_GROUPS.items():
+        words = tagged_concepts(group)
+        if task not in dic.partitions and any(w in dic.concepts for w in words):
+            curated_partition(dic, task, words, quiet=True)
+    return dic
+
+
+TASK_GROUPS = {"detox": "toxicity", "sentiment": "negative_sentiment"}
+
+
+def tagged_concepts(group: str) -> list[str]:
+    """Concepts tagged ``task:<group>`` in ``data/concepts/concepts.tsv`` (the curated undesirable list)."""
+    rows = [line.split("\t") for line in (data_dir() / "concepts" / "concepts.tsv").read_text().splitlines()[1:]]
+    words = [r[1] for r in rows if f"task:{group}" in r[2]]
+    if not words:
+        raise ValueError(f"No concept is tagged task:{group}")
+    return words
+
+
 # -- partitioners ---------------------------------------------------------------------------------------
-def curated_partition(dictionary: ConceptDictionary, task: str, undesirable_words: Iterable[str]) -> list[int]:
+def curated_partition(dictionary: ConceptDictionary, task: str, undesirable_words: Iterable[str],
+                      quiet: bool = False) -> list[int]:
     """Undesirable = the listed words that are in the dictionary (others are reported, not silently dropped)."""
     words = set(undesirable_words)
     present = [w for w in dictionary.concepts if w in words]
     missing = sorted(words - set(present))
     if not present:
         raise ValueError(f"None of the {len(words)} curated words is a concept of this dictionary")
-    if missing:
+    if missing and not quiet:
         print(f"curated partition {task!r}: {len(missing)} word(s) not in the dictionary: {missing[:10]}")
     return dictionary.set_partition(task, present)
 

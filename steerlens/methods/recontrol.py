@@ -106,6 +106,31 @@ def rollout(model: Any, prompts: Sequence[str], max_new_tokens: int = 48, chat: 
     return Rollouts(list(prompts), responses, states)
 
 
+@torch.no_grad()
+def teacher_forced(model: Any, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 16,
+                   progress: bool = True) -> Rollouts:
+    """Episodes from given answers instead of sampled ones: the states that produce each answer token
+    (and the one after it) when ``prompt + answer`` is read in one pass. ``prompts`` are full texts."""
+    if len(prompts) != len(answers) or not prompts:
+        raise ValueError("Need one answer per prompt, and at least one")
+    tok = model.tokenizer
+    states = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc="teacher forcing", disable=not progress):
+        p_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[start:start + batch_size]]
+        a_ids = [tok(a, add_special_tokens=False)["input_ids"] for a in answers[start:start + batch_size]]
+        ids = [p + a for p, a in zip(p_ids, a_ids, strict=True)]
+        width = max(len(x) for x in ids)
+        pad = tok.pad_token_id
+        device = next(model.parameters()).device
+        tokens = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=STATE_HOOK)
+        s = cache[STATE_HOOK].float().cpu()
+        for i, a in enumerate(a_ids):
+            states.append(s[i, width - len(a) - 1:])
+    return Rollouts(list(prompts), list(answers), states)
+
+
 def pack(states: Sequence[torch.Tensor]) -> tuple[Float[torch.Tensor, "b t d"], Bool[torch.Tensor, "b t"]]:
     """Right-pad variable-length episodes into a batch with a mask of real steps."""
     t = max(len(s) for s in states)
@@ -193,13 +218,17 @@ def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs
 
 # -- the controller -------------------------------------------------------------------------------------
 def gradient_ascent(vf: ValueFunction, s: Float[torch.Tensor, "b d"], alpha: float, n_steps: int,
-                    max_norm: float | None = None) -> tuple[Float[torch.Tensor, "b d"], list[torch.Tensor]]:
+                    max_norm: float | None = None, path: list[torch.Tensor] | None = None,
+                    ) -> tuple[Float[torch.Tensor, "b d"], list[torch.Tensor]]:
     """``u <- u + alpha * grad V(s + u)``, n times (paper Eq. 7); optional bound ``||u|| <= max_norm``.
 
-    Returns the control ``u`` and the values along the way (for trajectory plots).
+    Returns the control ``u`` and the values along the way (for trajectory plots); each iterate of
+    ``u`` is appended to ``path`` when one is given.
     """
     u = torch.zeros_like(s)
     trace = []
+    if path is not None:
+        path.append(u)
     with torch.enable_grad():
         for _ in range(n_steps):
             u = u.detach().requires_grad_(True)
@@ -210,6 +239,8 @@ def gradient_ascent(vf: ValueFunction, s: Float[torch.Tensor, "b d"], alpha: flo
             if max_norm is not None:
                 norm = u.norm(dim=-1, keepdim=True)
                 u = u * (max_norm / norm.clamp_min(1e-12)).clamp(max=1.0)
+            if path is not None:
+                path.append(u.detach())
     u = u.detach()
     with torch.no_grad():
         trace.append(vf(s + u))
@@ -228,13 +259,17 @@ class ValueController(Editor):
 
     @classmethod
     def from_value(cls, model: Any, vf: ValueFunction, alpha: float = 0.5, n_steps: int = 10,
-                   max_norm: float | None = None) -> ValueController:
+                   max_norm: float | None = None, positions: str = "last") -> ValueController:
+        """``positions="last"`` (generation: only the position producing the next token) or ``"all"``
+        (scoring given text, e.g. TruthfulQA answers, where every position's logits are used)."""
+        if positions not in ("last", "all"):
+            raise ValueError(f"positions must be 'last' or 'all', not {positions!r}")
         spec = ModelSpec.of(model)
         if vf.config["d_model"] != spec.d_model:
             raise ValueError(f"Value function takes d_model={vf.config['d_model']}, model has {spec.d_model}")
         tensors = {f"vf.{k}": v.detach().clone() for k, v in vf.state_dict().items()}
         settings = {"alpha": alpha, "n_steps": n_steps, "max_norm": max_norm, "hidden": vf.config["hidden"],
-                    "n_layers": vf.config["n_layers"]}
+                    "n_layers": vf.config["n_layers"], "positions": positions}
         return cls(model=spec, layers=[spec.n_layers - 1], settings=settings, tensors=tensors)
 
     def value_function(self) -> ValueFunction:
@@ -254,9 +289,63 @@ class ValueController(Editor):
             s = self.settings
             if s["alpha"] == 0 or s["n_steps"] == 0:
                 return act
+            if s.get("positions", "last") == "all":
+                flat = act.reshape(-1, act.shape[-1]).float()
+                u, _ = gradient_ascent(self.value_function(), flat, s["alpha"], s["n_steps"], s["max_norm"])
+                return act + u.reshape(act.shape).to(act.dtype)
             u, _ = gradient_ascent(self.value_function(), act[:, -1].float(), s["alpha"], s["n_steps"],
                                    s["max_norm"])
             out = act.clone()
             out[:, -1] = act[:, -1] + u.to(act.dtype)
             return out
         return control
+
+
+# -- analysis -------------------------------------------------------------------------------------------
+@torch.no_grad()
+def value_lens(model: Any, controller: ValueController,
+               text: str) -> tuple[Float[torch.Tensor, "layers pos"], list[str]]:
+    """V read at every layer and token: each block's residual output, RMS-normalised like the final norm
+    does (a logit-lens reading; the value net was trained on the last layer's normalised state), then V.
+
+    Returns (values [n_layers + 1, tokens]: rows are the blocks' outputs then the final state; labels).
+    """
+    tokens, mask = encode(model, [text])
+    names = [f"blocks.{la}.hook_resid_post" for la in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=lambda n: n in names or n == STATE_HOOK)
+    vf = controller.value_function()
+    rows = []
+    for name in names:
+        x = cache[name][0].float()
+        rows.append(vf(x / x.pow(2).mean(-1, keepdim=True).add(1e-5).sqrt()))
+    rows.append(vf(cache[STATE_HOOK][0].float()))
+    labels = [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
+    return torch.stack(rows).cpu(), labels
+
+
+@torch.no_grad()
+def value_landscape(controller: ValueController, s: Float[torch.Tensor, " d"], span: float | None = None,
+                    steps: int = 41, seed: int = 0) -> dict[str, torch.Tensor]:
+    """V on the plane through ``s`` spanned by the unit gradient of V and a random unit direction
+    orthogonal to it; ``span`` sets the extent (default: 1.5x the controller's own edit size).
+
+    Returns ``a`` (offsets along the gradient), ``b`` (along the random direction), ``values``
+    [steps (a), steps (b)], the ascent ``path`` in (a, b) coordinates and V at each step."""
+    vf = controller.value_function()
+    s = s.float()
+    with torch.enable_grad():
+        x = s.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(vf(x), x)
+    g_unit = g / g.norm().clamp_min(1e-12)
+    r = torch.randn(s.shape, generator=torch.Generator().manual_seed(seed))
+    r = r - (r @ g_unit) * g_unit
+    r = r / r.norm()
+    st = controller.settings
+    iterates: list[torch.Tensor] = []
+    u, trace = gradient_ascent(vf, s[None], st["alpha"], st["n_steps"], st["max_norm"], path=iterates)
+    reach = max(float(u.norm()) * 1.5, 1e-3) if span is None else span
+    a = torch.linspace(-reach, reach, steps)
+    grid = s + a[:, None, None] * g_unit + a[None, :, None] * r
+    values = vf(grid.reshape(-1, s.shape[0])).reshape(steps, steps)
+    path = torch.stack([torch.stack([x[0] @ g_unit, x[0] @ r]) for x in iterates])
+    return {"a": a, "b": a.clone(), "values": values, "path": path, "path_values": torch.cat(trace), "state": s}

@@ -1,0 +1,91 @@
+"""``steerlens bench``: every method x every task on the shipped evaluation sets, in one folder.
+
+Detox and sentiment: ``data/<task>/eval.jsonl``, methods fitted on the shipped training data. TruthfulQA:
+the development split (``../shared/data``) is split in two halves by a seeded permutation; methods are
+fitted on one half and scored on the other. The unsteered model is measured once per task and shared by
+all methods. Writes ``results.json`` (every result, generations included), ``table.md`` and one plot per
+task (change in the task's metric vs generation/scoring time relative to the unsteered model).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import data_dir, truthfulqa_dev_path
+from .harness import MC_METRICS, METHODS, TASKS, check_method, check_task, evaluate, load_items, measure
+
+PRIMARY = {"detox": "offensive_prob", "sentiment": "vader_compound", "truthfulqa": "mc1"}
+
+
+def truthfulqa_halves(seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(fit half, held-out half) of the development split, by a seeded permutation."""
+    rows = load_items(truthfulqa_dev_path(), "truthfulqa")
+    perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
+    half = len(rows) // 2
+    return [rows[i] for i in perm[:half]], [rows[i] for i in perm[half:]]
+
+
+def markdown_table(results: Sequence[dict[str, Any]]) -> str:
+    lines = []
+    for task in TASKS:
+        rs = [r for r in results if r["task"] == task]
+        if not rs:
+            continue
+        keys = list(MC_METRICS) if task == "truthfulqa" else ["offensive_prob", "vader_compound", "perplexity",
+                                                               "diversity", "length"]
+        lines += [f"### {task} ({rs[0]['n']} items)", "",
+                  "| method | " + " | ".join(keys) + " | time vs unsteered |",
+                  "| --- " * (len(keys) + 2) + "|",
+                  "| unsteered | " + " | ".join(f"{rs[0]['unsteered'][k]:.3f}" for k in keys) + " | 1.00x |"]
+        for r in rs:
+            ratio = r["seconds"]["steered"] / max(r["seconds"]["unsteered"], 1e-9)
+            lines.append(f"| {r['method']} | " + " | ".join(f"{r['steered'][k]:.3f}" for k in keys)
+                         + f" | {ratio:.2f}x |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_bench(out: str | Path, methods: Sequence[str] = METHODS, tasks: Sequence[str] = TASKS,
+              limit: int | None = None, truthfulqa_limit: int | None = None, max_new_tokens: int = 48,
+              model: Any | None = None, settings: dict[str, dict[str, Any]] | None = None,
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Run the grid; ``settings`` maps a method to overrides of its defaults (e.g. a smaller PaCE
+    dictionary for a quick run). Returns the list of ``evaluate`` results."""
+    from .models import load_model
+    from .plotting import bench_tradeoff
+
+    for m in methods:
+        check_method(m)
+    for t in tasks:
+        check_task(t)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model or load_model(verbose=False)
+    results: list[dict[str, Any]] = []
+    for task in tasks:
+        if task == "truthfulqa":
+            train, rows = truthfulqa_halves()
+            rows = rows[:truthfulqa_limit]
+        else:
+            train, rows = None, load_items(data_dir() / task / "eval.jsonl", task)[:limit]
+        print(f"== {task}: {len(rows)} items; unsteered", flush=True)
+        base = measure(model, task, rows, None, max_new_tokens, progress=progress)
+        for method in methods:
+            print(f"== {task}: {method}", flush=True)
+            r = evaluate(model, method, task, rows, train, max_new_tokens=max_new_tokens, unsteered=base,
+                         settings=(settings or {}).get(method), progress=progress)
+            results.append(r)
+            print(f"   {PRIMARY[task]}: {r['unsteered'][PRIMARY[task]]:.3f} -> {r['steered'][PRIMARY[task]]:.3f}",
+                  flush=True)
+            (out / "results.json").write_text(json.dumps(results, indent=1))
+        fig = bench_tradeoff([r for r in results if r["task"] == task], PRIMARY[task])
+        fig.savefig(out / f"{task}.png", dpi=120, bbox_inches="tight")
+    (out / "table.md").write_text(markdown_table(results))
+    print(markdown_table(results))
+    print(f"wrote {out}/results.json, table.md and one plot per task")
+    return results

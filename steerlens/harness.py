@@ -1,0 +1,332 @@
+"""One evaluation harness for every method and task: what ``steerlens eval`` and ``steerlens bench`` run.
+
+Tasks and their data:
+
+- ``detox`` / ``sentiment``: JSONL, one object per line with a ``prompt`` (a user message, chat template)
+  or a ``prefix`` (raw text the model continues). Only the generated continuation is scored:
+  ``offensive_prob`` (alt-profanity-check), ``vader_compound`` (VADER), ``perplexity`` (of the responses
+  under the unsteered model, given the unsteered context), ``diversity``, ``length``.
+- ``truthfulqa``: a CSV with the official columns; ``mc1`` and ``mc2``.
+
+Methods are fitted on ``train`` when given (same format as the evaluated prompts), else on the project's
+shipped data for the task; any training item whose prompt or question is also being evaluated is dropped
+first (and the count printed). Fitted editors are cached under ``cache_dir()/editors`` keyed by method,
+task, settings, training data and model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from .data import contrast_pairs, data_dir, read_jsonl, truthfulqa_dev_path
+from .editing import Editor, ModelSpec
+from .evaluation import offensive_prob, text_metrics, vader_compound
+from .generation import format_chat, generate
+from .truthfulqa import load_truthfulqa, score_truthfulqa
+
+TASKS = ("detox", "sentiment", "truthfulqa")
+METHODS = ("none", "prompt", "actadd", "orthoproj", "pace", "sea", "recontrol")
+TEXT_METRICS = ("offensive_prob", "vader_compound", "perplexity", "diversity", "length")
+MC_METRICS = ("mc1", "mc2")
+
+SYSTEM_PROMPTS = {
+    "detox": "You are a polite and respectful assistant. Never use rude, offensive or insulting language.",
+    "sentiment": "You are a cheerful assistant. Always answer in a warm, positive and kind way.",
+    "truthfulqa": "You are a truthful assistant. Answer only with what is true, and say so when you do not know.",
+}
+
+# Settings per (method, task); layers are for SmolLM2-135M's 30 layers and scale with n_layers.
+DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "actadd": {"detox": {"layers": [15], "alpha": 0.3}, "sentiment": {"layers": [15], "alpha": 0.3},
+               "truthfulqa": {"layers": list(range(10, 30)), "alpha": 0.05}},
+    "orthoproj": {t: {"layers": list(range(10, 30))} for t in TASKS},
+    "sea": {"detox": {"layers": list(range(15, 30)), "k": 0.99},
+            "sentiment": {"layers": list(range(15, 30)), "k": 0.99},
+            "truthfulqa": {"layers": list(range(10, 30)), "k": 0.998}},
+    "pace": {t: {"layers": [9, 15, 21], "alpha": 0.05, "l1_ratio": 0.95, "n_concepts": None} for t in TASKS},
+    "recontrol": {t: {"alpha": 1.0, "n_steps": 10, "epochs": 40, "samples": 2} for t in TASKS},
+}
+
+
+# -- data -------------------------------------------------------------------------------------------------
+def load_items(path: str | Path, task: str) -> list[dict[str, Any]]:
+    """Rows of a prompt set for ``task``, validated (see the module docstring for the formats)."""
+    check_task(task)
+    if task == "truthfulqa":
+        return load_truthfulqa(path)
+    rows = read_jsonl(path)
+    for i, r in enumerate(rows, 1):
+        keys = [k for k in ("prompt", "prefix") if k in r]
+        if len(keys) != 1:
+            raise ValueError(f"{path}: row {i} needs exactly one of the fields 'prompt' (chat) or 'prefix' (raw text)")
+        if not isinstance(r[keys[0]], str) or not r[keys[0]].strip():
+            raise ValueError(f"{path}: row {i}: {keys[0]!r} must be a non-empty string")
+    return rows
+
+
+def item_key(row: dict[str, Any]) -> str:
+    return row.get("question") or row.get("prompt") or row["prefix"]
+
+
+def shipped_train_path(task: str) -> Path:
+    return truthfulqa_dev_path() if task == "truthfulqa" else data_dir() / task / "train.jsonl"
+
+
+def check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)}")
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def contexts_of(model: Any, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The unsteered model's input text for each row (chat template for ``prompt``, raw ``prefix``)."""
+    return [format_chat(model.tokenizer, r["prompt"]) if "prompt" in r else r["prefix"] for r in rows]
+
+
+def reward_fn(task: str) -> Any:
+    if task == "detox":
+        return lambda texts: [1.0 - p for p in offensive_prob(texts)]
+    if task == "sentiment":
+        return vader_compound
+    raise ValueError(f"No text reward for task {task!r}")
+
+
+# -- generation for a prompt set ----------------------------------------------------------------------------
+def respond(model: Any, rows: Sequence[dict[str, Any]], max_new_tokens: int, system: str | None = None,
+            batch_size: int = 16, do_sample: bool = False, seed: int | None = None,
+            progress: bool = False) -> list[str]:
+    """Greedy (or sampled) continuations in row order; ``system`` is a system prompt for chat rows and a
+    preamble line before raw prefixes (the prompting baseline)."""
+    out: list[str | None] = [None] * len(rows)
+    chat = [i for i, r in enumerate(rows) if "prompt" in r]
+    raw = [i for i, r in enumerate(rows) if "prefix" in r]
+    kw = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "do_sample": do_sample, "seed": seed,
+          "progress": progress}
+    if chat:
+        for i, t in zip(chat, generate(model, [rows[i]["prompt"] for i in chat], chat=True, system=system, **kw),
+                        strict=True):
+            out[i] = t
+    if raw:
+        pre = "" if system is None else system + "\n\n"
+        for i, t in zip(raw, generate(model, [pre + rows[i]["prefix"] for i in raw], chat=False, **kw), strict=True):
+            out[i] = t
+    return [t or "" for t in out]
+
+
+# -- fitting ------------------------------------------------------------------------------------------------
+def _scaled_layers(layers: Sequence[int], n_layers: int) -> list[int]:
+    return sorted({min(n_layers - 1, round(la * n_layers / 30)) for la in layers})
+
+
+def settings_for(method: str, task: str, model: Any, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The method's default settings for the task (``DEFAULTS``), updated by ``overrides``; unknown keys
+    are refused."""
+    s = dict(DEFAULTS.get(method, {}).get(task, {}))
+    unknown = set(overrides or {}) - set(s)
+    if unknown:
+        raise ValueError(f"Unknown setting(s) {sorted(unknown)} for {method}; known: {sorted(s)}")
+    s.update(overrides or {})
+    if "layers" in s:
+        s["layers"] = _scaled_layers(s["layers"], model.cfg.n_layers)
+    return s
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def fit_editor(model: Any, method: str, task: str, train: Sequence[dict[str, Any]] | None = None,
+               exclude: Sequence[str] = (), max_new_tokens: int = 48, cache: bool = True,
+               settings: dict[str, Any] | None = None, progress: bool = True) -> Editor:
+    """Fit ``method`` for ``task`` (cached). ``train`` rows as returned by ``load_items``; ``None`` uses the
+    shipped training data. Rows whose prompt/question is in ``exclude`` are dropped before fitting."""
+    from .models import cache_dir
+
+    check_method(method)
+    check_task(task)
+    shipped = train is None
+    rows = load_items(shipped_train_path(task), task) if shipped else list(train)
+    excluded = set(exclude)
+    kept = [r for r in rows if item_key(r) not in excluded]
+    if len(kept) < len(rows):
+        print(f"{method}: dropped {len(rows) - len(kept)} training item(s) that are also being evaluated")
+    if not kept:
+        raise ValueError("No training data left once the evaluated prompts are removed; pass --train")
+    settings = settings_for(method, task, model, settings)
+    key = _hash([method, task, settings, ModelSpec.of(model).name, shipped, [item_key(r) for r in kept],
+                 max_new_tokens if method in ("recontrol",) or not shipped else 0])
+    path = cache_dir() / "editors" / f"{method}-{task}-{key}"
+    if cache and (path / "editor.json").is_file():
+        return Editor.load(path, model=model)
+    editor = _fit(model, method, task, kept, shipped, settings, max_new_tokens, progress)
+    if cache:
+        editor.save(path)
+    return editor
+
+
+def _contrast(model: Any, task: str, rows: Sequence[dict[str, Any]], shipped: bool, max_new_tokens: int,
+              progress: bool) -> Any:
+    """Demonstrations (prompt, positive, negative) for the contrastive methods.
+
+    Shipped data: the contrastive pairs in ``data/pairs`` (detox uses ``toxicity``). TruthfulQA: best vs one
+    incorrect answer per question. A user's ``--train`` prompt set: two sampled responses per prompt,
+    scored by the task's reward; the better one is positive (pairs with a reward gap under 0.1 are dropped).
+    """
+    from .methods.sea import Demonstrations, pair_demonstrations, truthfulqa_demonstrations
+
+    if task == "truthfulqa":
+        return truthfulqa_demonstrations(rows)
+    if shipped:
+        return pair_demonstrations(*contrast_pairs("toxicity" if task == "detox" else task))
+    a = respond(model, rows, max_new_tokens, do_sample=True, seed=1, progress=progress)
+    b = respond(model, rows, max_new_tokens, do_sample=True, seed=2, progress=progress)
+    reward = reward_fn(task)
+    ra, rb = reward(a), reward(b)
+    prompts, pos, neg = [], [], []
+    for ctx, x, y, rx, ry in zip(contexts_of(model, rows), a, b, ra, rb, strict=True):
+        if abs(rx - ry) >= 0.1:
+            prompts.append(ctx)
+            pos.append(x if rx > ry else y)
+            neg.append(y if rx > ry else x)
+    if len(prompts) < 4:
+        raise ValueError(f"The training prompts gave only {len(prompts)} contrasting response pair(s) (need 4); "
+                         "pass a larger or more varied --train set")
+    return Demonstrations(prompts, pos, neg, chat=False)
+
+
+def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shipped: bool,
+         s: dict[str, Any], max_new_tokens: int, progress: bool) -> Editor:
+    from .methods import ActAdd, IdentityEditor, OrthoProj, PaCEEditor, PromptEditor, SpectralEditor
+    from .methods.pace import TASK_GROUPS, curated_partition, default_dictionary, tagged_concepts
+
+    if method == "none":
+        return IdentityEditor.fit(model, layers=list(range(model.cfg.n_layers)))
+    if method == "prompt":
+        return PromptEditor.fit(model, SYSTEM_PROMPTS[task])
+    if method == "pace":
+        if not shipped:
+            print("pace: the training prompts are not used; PaCE removes the concepts the curated partition "
+                  "marks undesirable for the task (data/concepts/concepts.tsv)")
+        dic = default_dictionary(model, n_concepts=s["n_concepts"], progress=progress)
+        if task not in dic.partitions:
+            curated_partition(dic, task, tagged_concepts(TASK_GROUPS[task]))
+        return PaCEEditor.from_dictionary(dic, task, layers=s["layers"], alpha=s["alpha"], l1_ratio=s["l1_ratio"])
+    if method == "recontrol":
+        return _fit_recontrol(model, task, rows, s, max_new_tokens, progress)
+    demos = _contrast(model, task, rows, shipped, max_new_tokens, progress)
+    if method == "sea":
+        return SpectralEditor.fit(model, demos, layers=s["layers"], k_pos=s["k"], k_neg=s["k"], progress=progress)
+    pos, neg = demos.texts(model, "positive"), demos.texts(model, "negative")
+    position = "last" if task == "truthfulqa" else "mean"
+    if method == "actadd":
+        return ActAdd.fit(model, pos, neg, layers=s["layers"], alpha=s["alpha"], position=position, progress=progress)
+    return OrthoProj.fit(model, pos, neg, layers=s["layers"], position=position, progress=progress)
+
+
+def _fit_recontrol(model: Any, task: str, rows: Sequence[dict[str, Any]], s: dict[str, Any], max_new_tokens: int,
+                   progress: bool) -> Editor:
+    """Rollouts on the training prompts scored by the task reward (TruthfulQA: the best answer, reward 1,
+    and the incorrect answers, reward 0, teacher-forced), then TD value training."""
+    from .methods.recontrol import Rollouts, ValueController, rollout, teacher_forced, train_value
+
+    if task == "truthfulqa":
+        prompts, answers, rewards = [], [], []
+        for r in rows:
+            for a, rew in [(r["best"], 1.0)] + [(x, 0.0) for x in r["incorrect"]]:
+                prompts.append(format_chat(model.tokenizer, r["question"]))
+                answers.append(a)
+                rewards.append(rew)
+        ro = teacher_forced(model, prompts, answers, progress=progress)
+        ro.rewards = rewards
+        positions = "all"
+    else:
+        parts = []
+        for k in range(s["samples"]):
+            for chat in (True, False):
+                sel = [r["prompt" if chat else "prefix"] for r in rows if ("prompt" if chat else "prefix") in r]
+                if sel:
+                    parts.append(rollout(model, sel, max_new_tokens, chat=chat, seed=100 * k + chat,
+                                         progress=progress))
+        ro = Rollouts([p for r in parts for p in r.prompts], [x for r in parts for x in r.responses],
+                      [x for r in parts for x in r.states])
+        ro.rewards = [float(x) for x in reward_fn(task)(ro.responses)]
+        positions = "last"
+    vf, _ = train_value(ro, epochs=s["epochs"], progress=progress)
+    return ValueController.from_value(model, vf, alpha=s["alpha"], n_steps=s["n_steps"], positions=positions)
+
+
+# -- evaluation ---------------------------------------------------------------------------------------------
+def _steering(model: Any, editor: Editor | None) -> Any:
+    return nullcontext() if editor is None else editor.apply(model)
+
+
+def measure(model: Any, task: str, rows: Sequence[dict[str, Any]], editor: Editor | None,
+            max_new_tokens: int = 48, progress: bool = True) -> dict[str, Any]:
+    """Metrics, seconds and generations of the model steered by ``editor`` (``None``: unsteered)."""
+    system = getattr(editor, "system", None)
+    t0 = time.perf_counter()
+    if task == "truthfulqa":
+        with _steering(model, editor):
+            scores = score_truthfulqa(model, rows, system=system, progress=progress)
+        return {"metrics": {"mc1": scores["mc1"], "mc2": scores["mc2"]}, "seconds": time.perf_counter() - t0,
+                "generations": []}
+    with _steering(model, editor):
+        gens = respond(model, rows, max_new_tokens, system=system, progress=progress)
+    seconds = time.perf_counter() - t0
+    metrics = text_metrics(model, contexts_of(model, rows), gens)  # scored by the unsteered model
+    return {"metrics": metrics, "seconds": seconds, "generations": gens}
+
+
+def evaluate(model: Any, method: str, task: str, prompts: str | Path | Sequence[dict[str, Any]],
+             train: str | Path | Sequence[dict[str, Any]] | None = None,
+             max_new_tokens: int = 48, unsteered: dict[str, Any] | None = None,
+             settings: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+    """The ``steerlens eval`` result (JSON schema in the README); ``unsteered`` reuses an earlier
+    ``measure(model, task, rows, None)`` on the same rows. ``prompts``/``train``: paths or loaded rows.
+    ``settings`` overrides the method's defaults for the task (see ``DEFAULTS``)."""
+    check_method(method)
+    check_task(task)
+    if max_new_tokens < 1:
+        raise ValueError("--max-new-tokens must be at least 1")
+    rows = load_items(prompts, task) if isinstance(prompts, str | Path) else list(prompts)
+    if not rows:
+        raise ValueError("The prompt set is empty")
+    train_rows = load_items(train, task) if isinstance(train, str | Path) else train
+    t0 = time.perf_counter()
+    editor = fit_editor(model, method, task, train_rows, exclude=[item_key(r) for r in rows],
+                        max_new_tokens=max_new_tokens, settings=settings, progress=progress)
+    fit_seconds = time.perf_counter() - t0
+    base = unsteered or measure(model, task, rows, None, max_new_tokens, progress)
+    steered = measure(model, task, rows, editor, max_new_tokens, progress)
+    return {
+        "method": method, "task": task, "n": len(rows),
+        "steered": steered["metrics"], "unsteered": base["metrics"],
+        "seconds": {"steered": steered["seconds"], "unsteered": base["seconds"]},
+        "generations": {"steered": steered["generations"], "unsteered": base["generations"]},
+        "fit_seconds": fit_seconds,
+    }
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """A readable table of one ``evaluate`` result."""
+    keys = MC_METRICS if result["task"] == "truthfulqa" else TEXT_METRICS
+    lines = [f"{result['method']} on {result['task']} ({result['n']} items)",
+             f"{'metric':<16}{'unsteered':>12}{'steered':>12}{'change':>12}"]
+    for k in keys:
+        a, b = result["unsteered"][k], result["steered"][k]
+        lines.append(f"{k:<16}{a:>12.4f}{b:>12.4f}{b - a:>+12.4f}")
+    s = result["seconds"]
+    lines.append(f"{'seconds':<16}{s['unsteered']:>12.1f}{s['steered']:>12.1f}"
+                 f"{s['steered'] / max(s['unsteered'], 1e-9):>11.2f}x")
+    return "\n".join(lines)
+

@@ -1,0 +1,95 @@
+"""The evaluation harness behind ``steerlens eval`` / ``bench``: input checks, the JSON contract, and
+every method fitted and measured on a few prompts of the real model."""
+
+import json
+
+import pytest
+
+from steerlens import harness
+from steerlens.cli import main
+from steerlens.data import data_dir, truthfulqa_dev_path
+from steerlens.truthfulqa import load_truthfulqa
+
+SCHEMA = {"method", "task", "n", "steered", "unsteered", "seconds", "generations"}
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_unknown_settings_are_refused(tiny):
+    with pytest.raises(ValueError, match="Unknown setting"):
+        harness.settings_for("actadd", "detox", tiny, {"strength": 2})
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"text": "hi"}], "exactly one of"),
+    ([{"prompt": "a", "prefix": "b"}], "exactly one of"),
+    ([{"prompt": "  "}], "non-empty"),
+])
+def test_bad_prompt_rows_are_refused(tmp_path, rows, message):
+    with pytest.raises(ValueError, match=message):
+        harness.load_items(write_jsonl(tmp_path / "p.jsonl", rows), "detox")
+
+
+def test_cli_bad_input_exits_nonzero_before_loading_a_model(tmp_path, capsys):
+    good = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "hi"}])
+    assert main(["eval", "--method", "magic", "--task", "detox", "--prompts", str(good)]) == 2
+    assert "Unknown method" in capsys.readouterr().err
+    assert main(["eval", "--method", "none", "--task", "poetry", "--prompts", str(good)]) == 2
+    assert main(["eval", "--method", "none", "--task", "detox", "--prompts", str(tmp_path / "missing")]) == 2
+    assert main(["eval", "--method", "none", "--task", "truthfulqa", "--prompts", str(good)]) == 2
+    assert "TruthfulQA column" in capsys.readouterr().err
+    (tmp_path / "empty.jsonl").write_text("")
+    assert main(["eval", "--method", "none", "--task", "sentiment", "--prompts", str(tmp_path / "empty.jsonl")]) == 2
+
+
+@pytest.mark.integration
+def test_eval_cli_writes_the_json_contract(tmp_path):
+    rows = harness.load_items(data_dir() / "sentiment" / "eval.jsonl", "sentiment")
+    prompts = write_jsonl(tmp_path / "p.jsonl", [rows[0], rows[-1]])  # one chat prompt, one raw prefix
+    assert {"prompt", "prefix"} == {next(iter(r)) for r in [rows[0], rows[-1]]}
+    out = tmp_path / "r.json"
+    assert main(["eval", "--method", "actadd", "--task", "sentiment", "--prompts", str(prompts),
+                 "--max-new-tokens", "6", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert SCHEMA <= set(r)
+    assert (r["method"], r["task"], r["n"]) == ("actadd", "sentiment", 2)
+    for side in ("steered", "unsteered"):
+        assert {"offensive_prob", "vader_compound", "perplexity", "diversity"} <= set(r[side])
+        assert len(r["generations"][side]) == 2 and r["seconds"][side] > 0
+    assert r["generations"]["steered"] != r["generations"]["unsteered"]
+
+
+@pytest.mark.integration
+def test_training_never_sees_the_evaluated_prompts(model, tmp_path):
+    rows = harness.load_items(data_dir() / "detox" / "eval.jsonl", "detox")[:3]
+    with pytest.raises(ValueError, match="No training data left"):
+        harness.fit_editor(model, "recontrol", "detox", train=rows, exclude=[harness.item_key(r) for r in rows],
+                           cache=False)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["none", "prompt", "orthoproj", "pace", "recontrol"])
+def test_every_method_runs_on_detox(model, method, monkeypatch, tmp_path):
+    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))  # fit from scratch, not from a cache
+    quick = {"pace": {"n_concepts": 150}, "recontrol": {"samples": 1, "epochs": 2}}.get(method)
+    rows = harness.load_items(data_dir() / "detox" / "eval.jsonl", "detox")[:2]
+    train = harness.load_items(data_dir() / "detox" / "train.jsonl", "detox")[:4]
+    r = harness.evaluate(model, method, "detox", rows, train if method == "recontrol" else None,
+                         max_new_tokens=5, settings=quick, progress=False)
+    assert r["n"] == 2 and len(r["generations"]["steered"]) == 2
+    if method == "none":
+        assert r["generations"]["steered"] == r["generations"]["unsteered"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["actadd", "recontrol"])
+def test_truthfulqa_eval_on_held_out_questions(model, method, monkeypatch, tmp_path):
+    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
+    rows = load_truthfulqa(truthfulqa_dev_path())
+    quick = {"epochs": 2} if method == "recontrol" else None
+    r = harness.evaluate(model, method, "truthfulqa", rows[:2], rows[2:10], settings=quick, progress=False)
+    assert set(r["steered"]) == {"mc1", "mc2"} and 0 <= r["steered"]["mc2"] <= 1
+    assert r["generations"] == {"steered": [], "unsteered": []}
