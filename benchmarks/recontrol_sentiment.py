@@ -50,6 +50,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=2, help="rollouts per train prompt")
     ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--sweep", default=";".join(f"{a},{n}" for a, n in SWEEP), help="alpha,n;alpha,n;...")
+    ap.add_argument("--hidden", type=int, default=256)
     args = ap.parse_args()
     model = steerlens.load_model(verbose=False)
     out = steerlens.cache_dir() / "experiments" / "recontrol_sentiment"
@@ -58,8 +60,9 @@ def main() -> None:
     contexts = [format_chat(model.tokenizer, p) for p in eval_chat] + eval_raw
 
     t0 = time.perf_counter()
-    if (out / "rollouts" / "rollouts.json").is_file():
-        ro = Rollouts.load(out / "rollouts")
+    ro_dir = out / ("rollouts" if args.samples == 1 else f"rollouts_s{args.samples}")
+    if (ro_dir / "rollouts.json").is_file():
+        ro = Rollouts.load(ro_dir)
     else:
         parts = []
         for s in range(args.samples):
@@ -68,11 +71,11 @@ def main() -> None:
         ro = Rollouts([p for r in parts for p in r.prompts], [x for r in parts for x in r.responses],
                       [x for r in parts for x in r.states])
         ro.rewards = list(sentiment_reward()(ro.responses))
-        ro.save(out / "rollouts")
+        ro.save(ro_dir)
     r = torch.tensor(ro.rewards)
     print(f"{len(ro.states)} rollouts, {sum(len(s) for s in ro.states)} states, reward mean {r.mean():+.3f} "
           f"std {r.std():.3f} ({time.perf_counter() - t0:.0f} s)")
-    vf, curves = train_value(ro, hidden=256, n_layers=2, epochs=args.epochs, lr=1e-3, progress=False)
+    vf, curves = train_value(ro, hidden=args.hidden, n_layers=2, epochs=args.epochs, lr=1e-3, progress=False)
     print(f"value training: train loss {curves['train'][0]:.4f} -> {curves['train'][-1]:.4f}, "
           f"val loss {curves['val'][0]:.4f} -> {curves['val'][-1]:.4f} (min {min(curves['val']):.4f})")
 
@@ -85,7 +88,8 @@ def main() -> None:
         gen = respond(model, eval_chat, eval_raw)
     rows.append(("actadd L15 a0.3", text_metrics(model, contexts, gen)))
     controllers = {}
-    for alpha, n in SWEEP:
+    sweep = [(float(a), int(n)) for a, n in (x.split(",") for x in args.sweep.split(";"))]
+    for alpha, n in sweep:
         ctl = ValueController.from_value(model, vf, alpha=alpha, n_steps=n)
         controllers[f"recontrol a{alpha} n{n}"] = ctl
         with ctl.apply(model):

@@ -5,7 +5,15 @@ import torch
 
 from steerlens.editing import Editor, ModelSpec
 from steerlens.generation import generate_tokens, left_pad
-from steerlens.methods.pace import ConceptDictionary, PaCEEditor, curated_partition
+from steerlens.methods.pace import (
+    ConceptDictionary,
+    PaCEEditor,
+    curated_partition,
+    read_stimuli,
+    shipped_concepts,
+    tagged_concepts,
+    template_stimuli,
+)
 from steerlens.models import tiny_model
 
 
@@ -76,3 +84,23 @@ class TestDictionaryAndPartitions:
                                    tiny.run_with_hooks(tokens, fwd_hooks=ed.fwd_hooks()))
         with pytest.raises(ValueError):
             Editor.load(tmp_path / "ed", model=tiny_model(n_layers=3, d_model=48))
+
+
+class TestShippedConcepts:
+    def test_task_concepts_come_first_and_every_concept_has_ten_stimuli(self):
+        concepts = shipped_concepts()
+        assert len(concepts) >= 3000 and len(set(concepts)) == len(concepts)
+        tagged = set(tagged_concepts("toxicity")) | set(tagged_concepts("negative_sentiment"))
+        assert tagged <= set(concepts[:200])  # any prefix of 200+ keeps the task concepts
+        stim = template_stimuli(concepts[:5])
+        for c, sentences in stim.items():
+            assert len(sentences) >= 10 and len(set(sentences)) == len(sentences)
+            assert all(s.endswith(c) for s in sentences)
+
+    def test_read_stimuli_refuses_empty_concepts(self, tmp_path):
+        p = tmp_path / "s.jsonl"
+        p.write_text('{"concept": "a", "stimuli": ["x a"]}\n{"concept": "b", "stimuli": []}\n')
+        with pytest.raises(ValueError, match="no stimuli"):
+            read_stimuli(p)
+        p.write_text('{"concept": "a", "stimuli": ["x a"]}\n')
+        assert read_stimuli(p) == {"a": ["x a"]}

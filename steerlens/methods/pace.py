@@ -182,7 +182,7 @@ def default_dictionary(model: Any, n_concepts: int | None = None, layers: Sequen
     return dic
 
 
-TASK_GROUPS = {"detox": "toxicity", "sentiment": "negative_sentiment"}
+TASK_GROUPS = {"detox": "toxicity", "sentiment": "negative_sentiment", "truthfulqa": "falsehood"}
 
 
 def tagged_concepts(group: str) -> list[str]:
