@@ -106,7 +106,7 @@ def elastic_net(
     l1_ratio: float = 0.95,
     tol: float = 1e-6,
     working_set: int = 64,
-    max_rounds: int = 20,
+    max_rounds: int = 50,
     inner_iters: int = 2000,
 ) -> Float[torch.Tensor, "b k"]:
     """Solve the elastic net for every row of ``Y`` (defaults: the PaCE paper's t = 0.95, a = 0.05).
@@ -150,8 +150,10 @@ def elastic_net(
         bad = (viol > tol * scale).sum(-1)
         if int(bad.max()) == 0:
             return C
-        # keep the support, add the worst violators; grow the set when it cannot hold both
-        need = int(((C != 0).sum(-1) + bad).max())
+        # keep the support, add at most ``working_set`` of the worst violators per round (adding every
+        # violator at once blows the restricted problems up to thousands of atoms on coherent
+        # dictionaries); grow the set when it cannot hold both
+        need = int(((C != 0).sum(-1) + bad.clamp(max=working_set)).max())
         while m < min(need, k):
             m = min(2 * m, k)
         score = torch.where(C != 0, torch.full_like(viol, float("inf")), viol)

@@ -32,20 +32,32 @@ class TestRemoval:
         tokens = torch.randint(0, 101, (2, 6))
         torch.testing.assert_close(tiny.run_with_hooks(tokens, fwd_hooks=ed.fwd_hooks()), tiny(tokens))
 
-    def test_removes_exactly_the_undesirable_part(self, tiny):
+    @pytest.mark.parametrize("centre", [True, False])
+    def test_removes_exactly_the_undesirable_part(self, tiny, centre):
         dic = dictionary(tiny)
         dic.set_partition("t", ["c0", "c3"])
-        ed = PaCEEditor.from_dictionary(dic, "t", [1], alpha=0.01)
+        ed = PaCEEditor.from_dictionary(dic, "t", [1], alpha=0.01, centre=centre)
         D = ed.tensors["atoms.1"]
-        z = (2.0 * D[:, 0] + 1.5 * D[:, 3] + 1.0 * D[:, 5])[None] + 0.01 * torch.randn(1, 32)
+        bad = torch.nonzero(ed.tensors["undesirable"])[:, 0].tolist()
+        assert [ed.settings["concepts"][i] for i in bad] == ["c0", "c3"]
+        keep = bad[-1] + 2
+        z = (2.0 * D[:, bad[0]] + 1.5 * D[:, bad[1]] + 1.0 * D[:, keep])[None] + 0.01 * torch.randn(1, 32)
         c = ed.coefficients(1, z)
         out = ed.hook_fn(1)(z[None], None)[0]
-        expected = z - (c[:, [0, 3]] @ D[:, [0, 3]].T)
+        expected = z - (c[:, bad] @ D[:, bad].T)
         torch.testing.assert_close(out, expected)
         # the removed concepts are (almost) gone from a fresh decomposition; the kept one stays
         c_after = ed.coefficients(1, out)
-        assert c_after[0, [0, 3]].abs().max() < 0.1 * c[0, [0, 3]].abs().max()
-        assert c_after[0, 5] == pytest.approx(float(c[0, 5]), rel=0.2)
+        assert c_after[0, bad].abs().max() < 0.1 * c[0, bad].abs().max()
+        assert c_after[0, keep] == pytest.approx(float(c[0, keep]), rel=0.2)
+
+    def test_centred_atoms_span_the_raw_atoms(self, tiny):
+        dic = dictionary(tiny)
+        dic.set_partition("t", [])
+        D = PaCEEditor.from_dictionary(dic, "t", [1]).tensors["atoms.1"]
+        raw = dic.atoms[1].T
+        fit = D @ torch.linalg.lstsq(D, raw).solution
+        torch.testing.assert_close(fit, raw, atol=1e-4, rtol=1e-4)
 
     @pytest.mark.parametrize("solver", ["enet", "lasso", "omp"])
     def test_every_solver_runs_and_commutes_with_kv_cache(self, tiny, solver):

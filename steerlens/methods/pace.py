@@ -33,6 +33,7 @@ from ..generation import encode
 from ..solvers import Dictionary, elastic_net, lasso, omp
 
 Solver = Literal["enet", "lasso", "omp"]
+MEAN_ATOM = "<mean>"  # the shared atom of a centred dictionary (benign)
 
 
 @dataclass
@@ -236,7 +237,16 @@ class PaCEEditor(Editor):
     @classmethod
     def from_dictionary(cls, dictionary: ConceptDictionary, task: str, layers: Sequence[int],
                         n_concepts: int | None = None, alpha: float = 0.05, l1_ratio: float = 0.95,
-                        solver: Solver = "enet", n_nonzero: int = 32) -> PaCEEditor:
+                        solver: Solver = "enet", n_nonzero: int = 32, centre: bool = True) -> PaCEEditor:
+        """Build the editor from the first ``n_concepts`` atoms at each layer.
+
+        ``centre=True`` (default) writes each concept atom as the dictionary's mean atom plus the concept's
+        own part: the atoms become ``[mean, a_1 - mean, ..., a_k - mean]`` (unit-normalised), which span
+        the same space as the raw atoms. The shared part (what every stimulus has in common: the frame,
+        "a word in a sentence") is one benign atom, so removing a concept removes only what is specific to
+        it, and the dictionary is far less coherent (mean |cos| 0.10 instead of 0.70 at layer 15), which
+        makes the elastic net both sharper and faster. ``centre=False`` is the paper's raw dictionary.
+        """
         if task not in dictionary.partitions:
             raise ValueError(f"The dictionary has no partition for task {task!r}; known: "
                              f"{sorted(dictionary.partitions)}. Make one with curated_partition or "
@@ -245,12 +255,18 @@ class PaCEEditor(Editor):
         k = len(dictionary.concepts) if n_concepts is None else min(n_concepts, len(dictionary.concepts))
         mask = torch.zeros(k, dtype=torch.bool)
         mask[[i for i in dictionary.partitions[task] if i < k]] = True
+        names = dictionary.concepts[:k]
+        if centre:
+            mask = torch.cat([torch.zeros(1, dtype=torch.bool), mask])
+            names = [MEAN_ATOM, *names]
         tensors: dict[str, torch.Tensor] = {"undesirable": mask}
         for layer in layers:
-            tensors[f"atoms.{layer}"] = dictionary.unit_atoms(layer, k)
-            tensors[f"sink_norm.{layer}"] = sink_threshold(dictionary.atoms[layer][:k].norm(dim=-1))
+            raw = dictionary.atoms[layer][:k]
+            atoms = torch.cat([raw.mean(0, keepdim=True), raw - raw.mean(0)]) if centre else raw
+            tensors[f"atoms.{layer}"] = (atoms / atoms.norm(dim=-1, keepdim=True).clamp_min(1e-12)).T.contiguous()
+            tensors[f"sink_norm.{layer}"] = sink_threshold(raw.norm(dim=-1))
         settings = {"alpha": alpha, "l1_ratio": l1_ratio, "solver": solver, "n_nonzero": n_nonzero,
-                    "task": task, "concepts": dictionary.concepts[:k]}
+                    "task": task, "concepts": names, "centre": centre}
         return cls(model=dictionary.model, layers=layers, settings=settings, tensors=tensors)
 
     def _dictionary(self, layer: int) -> Dictionary:
