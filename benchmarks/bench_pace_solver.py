@@ -28,12 +28,21 @@ from steerlens.solvers import Dictionary, elastic_net, objective
 ALPHA, L1_RATIO = 0.05, 0.95  # the PaCE README's values
 
 
-def token_activations(model, texts, layer, limit):
-    acts = steerlens.collect_activations(model, texts, layers=[layer], position="all", batch_size=32)
-    rows = torch.cat(acts[f"blocks.{layer}.hook_resid_post"])
-    norms = rows.norm(dim=-1)
-    rows = rows[norms < 4 * norms.median()]  # leave out attention-sink positions
-    return rows[:limit]
+def token_activations(model, texts, layer, limit, chunk=256):
+    """Per-token residual activations of ``texts`` (in order, empty ones skipped) until ``limit`` rows."""
+    texts = [t.strip() for t in texts if t.strip()]
+    found, total = [], 0
+    for start in range(0, len(texts), chunk):
+        acts = steerlens.collect_activations(model, texts[start:start + chunk], layers=[layer], position="all",
+                                             batch_size=32, progress=False)
+        rows = torch.cat(acts[f"blocks.{layer}.hook_resid_post"])
+        norms = rows.norm(dim=-1)
+        rows = rows[norms < 4 * norms.median()]  # leave out attention-sink positions
+        found.append(rows)
+        total += rows.shape[0]
+        if total >= limit:
+            break
+    return torch.cat(found)[:limit]
 
 
 def main() -> None:
