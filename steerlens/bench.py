@@ -30,6 +30,17 @@ def truthfulqa_halves(seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[st
     return [rows[i] for i in perm[:half]], [rows[i] for i in perm[half:]]
 
 
+def spread(rows: Sequence[Any], limit: int | None) -> list[Any]:
+    """``limit`` items spread evenly over ``rows`` (in order), so a subset keeps every kind of item (the
+    shipped sets hold chat prompts first, then raw prefixes); all of them when ``limit`` is None."""
+    rows = list(rows)
+    if limit is None or limit >= len(rows):
+        return rows
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    return [rows[i * len(rows) // limit] for i in range(limit)]
+
+
 def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     lines = []
     for task in TASKS:
@@ -72,7 +83,7 @@ def run_bench(out: str | Path, methods: Sequence[str] = METHODS, tasks: Sequence
             train, rows = truthfulqa_halves()
             rows = rows[:truthfulqa_limit]
         else:
-            train, rows = None, load_items(data_dir() / task / "eval.jsonl", task)[:limit]
+            train, rows = None, spread(load_items(data_dir() / task / "eval.jsonl", task), limit)
         print(f"== {task}: {len(rows)} items; unsteered", flush=True)
         base = measure(model, task, rows, None, max_new_tokens, progress=progress)
         for method in methods:

@@ -136,7 +136,8 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", default="bench-results")
         p.add_argument("--methods", default=",".join(METHODS))
         p.add_argument("--tasks", default=",".join(TASKS))
-        p.add_argument("--limit", type=int, default=None, help="first N prompts of each shipped eval set")
+        p.add_argument("--limit", type=int, default=None,
+                       help="N prompts of each shipped eval set, spread evenly over it (both chat and raw kinds)")
         p.add_argument("--truthfulqa-limit", type=int, default=None,
                        help="first N held-out TruthfulQA questions (default: all of the held-out half)")
         p.add_argument("--max-new-tokens", type=int, default=48)

@@ -18,6 +18,18 @@ def write_jsonl(path, rows):
     return path
 
 
+def test_bench_subset_keeps_both_kinds_of_prompt():
+    from steerlens.bench import spread
+
+    rows = harness.load_items(data_dir() / "detox" / "eval.jsonl", "detox")
+    sub = spread(rows, 10)
+    assert len(sub) == 10 and sub == sorted(sub, key=rows.index)  # distinct, in order
+    assert sum("prompt" in r for r in sub) == 5 and sum("prefix" in r for r in sub) == 5
+    assert spread(rows, None) == rows and spread(rows, 1000) == rows
+    with pytest.raises(ValueError):
+        spread(rows, 0)
+
+
 def test_unknown_settings_are_refused(tiny):
     with pytest.raises(ValueError, match="Unknown setting"):
         harness.settings_for("actadd", "detox", tiny, {"strength": 2})
