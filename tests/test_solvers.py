@@ -57,6 +57,19 @@ class TestElasticNet:
         torch.testing.assert_close(C, ref, atol=1e-4, rtol=0)
         assert 0 < (C != 0).sum(-1).max() < 300
 
+    def test_batch_matches_signals_solved_alone(self):
+        # signals leave the batch as their KKT checks pass; the others go on, unaffected
+        D, Y = problem(d=30, k=300, b=5, seed=5)
+        Y[0] = D[:, 7]  # an easy signal, optimal after the first round
+        batch = elastic_net(D, Y, alpha=0.01, tol=1e-9)
+        alone = torch.cat([elastic_net(D, Y[i:i + 1], alpha=0.01, tol=1e-9) for i in range(5)])
+        torch.testing.assert_close(batch, alone, atol=1e-6, rtol=0)
+
+    def test_warns_when_rounds_run_out(self):
+        D, Y = problem(d=30, k=300, b=4, seed=2)
+        with pytest.warns(RuntimeWarning, match="violate the KKT conditions after 1 rounds"):
+            elastic_net(D, Y, alpha=0.01, working_set=1, max_rounds=1, tol=1e-9)
+
     def test_lasso_is_l1_only(self):
         D, Y = problem(seed=3)
         torch.testing.assert_close(lasso(D, Y, alpha=0.05, tol=1e-9), sklearn_enet(D, Y, 0.05, 1.0), atol=1e-4,
