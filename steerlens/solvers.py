@@ -56,7 +56,11 @@ def kkt_violation(
     it is ``max(|g_j| - l1, 0)``.
     """
     l1, l2 = alpha * l1_ratio, alpha * (1 - l1_ratio)
-    g = (C @ D.T - Y) @ D + l2 * C
+    return _violation((C @ D.T - Y) @ D + l2 * C, C, l1)
+
+
+def _violation(g: torch.Tensor, C: torch.Tensor, l1: float) -> torch.Tensor:
+    """Per-coefficient KKT violation from the smooth part's gradient ``g`` (see ``kkt_violation``)."""
     return torch.where(C != 0, (g + l1 * C.sign()).abs(), (g.abs() - l1).clamp_min(0))
 
 
@@ -168,6 +172,8 @@ def elastic_net(
         raise ValueError("Signals contain NaN or inf")
     if alpha < 0 or not 0 <= l1_ratio <= 1:
         raise ValueError("Need alpha >= 0 and 0 <= l1_ratio <= 1")
+    if max_rounds < 1 or working_set < 1:
+        raise ValueError(f"Need max_rounds >= 1 and working_set >= 1, got {max_rounds} and {working_set}")
     Y = Y.to(D.dtype)
     b, k = Y.shape[0], D.shape[1]
     l1, l2 = alpha * l1_ratio, alpha * (1 - l1_ratio)
@@ -181,10 +187,9 @@ def elastic_net(
         rows = torch.arange(todo.numel(), device=Y.device)[:, None]
         ws: Int[torch.Tensor, "n m"] = score.topk(m, dim=-1).indices
         Gs = G[ws[:, :, None], ws[:, None, :]]  # [n, m, m]
-        c_todo = C[todo]
-        cs = _fista(Gs, corr[todo[:, None], ws], c_todo[rows, ws], l1, l2, inner_iters,
+        cs = _fista(Gs, corr[todo[:, None], ws], C[todo[:, None], ws], l1, l2, inner_iters,
                     tol * float(scale.min()) * 1e-2, 0.5 * tol * scale[todo])
-        c_todo = torch.zeros_like(c_todo)
+        c_todo = torch.zeros((todo.numel(), k), dtype=C.dtype, device=C.device)
         c_todo[rows, ws] = cs
         C[todo] = c_todo
         # the full gradient goes through D (2 d k n flops), not the k x k Gram (k^2 n flops)
@@ -193,7 +198,7 @@ def elastic_net(
             grad = torch.einsum("bm,bmd->bd", cs, D.T[ws]) @ D - corr[todo] + l2 * c_todo
         else:
             grad = c_todo @ G - corr[todo] + l2 * c_todo
-        viol = torch.where(c_todo != 0, (grad + l1 * c_todo.sign()).abs(), (grad.abs() - l1).clamp_min(0))
+        viol = _violation(grad, c_todo, l1)
         bad = (viol > tol * scale[todo]).sum(-1)
         again = bad > 0
         if not bool(again.any()):

@@ -82,6 +82,8 @@ class TestElasticNet:
         Y[0, 0] = float("nan")
         with pytest.raises(ValueError, match="NaN"):
             elastic_net(D, Y)
+        with pytest.raises(ValueError, match="max_rounds >= 1"):
+            elastic_net(D, Y[1:], max_rounds=0)
         with pytest.raises(ValueError, match=r"\[d, k\]"):
             Dictionary.from_atoms(torch.zeros(5))
 
