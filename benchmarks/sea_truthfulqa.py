@@ -28,12 +28,14 @@ from steerlens.methods.sea import SpectralEditor, truthfulqa_demonstrations
 from steerlens.truthfulqa import load_truthfulqa, score_truthfulqa
 
 N_LAYERS = 30
-SETTINGS = {  # name: (method, first layer, k_pos, k_neg, feature map / alpha)
+SETTINGS = {  # name: (method, first layer, k_pos, k_neg, feature map / alpha[, demonstrations])
     "sea_L20_998": ("sea", 10, 0.998, 0.998, "linear"),
     "sea_L8_998": ("sea", 22, 0.998, 0.998, "linear"),
     "sea_L20_99": ("sea", 10, 0.99, 0.99, "linear"),
     "sea_L20_999_tanh": ("sea", 10, 0.999, 0.999, "tanh"),
     "sea_L4_99": ("sea", 26, 0.99, 0.99, "linear"),
+    "sea_L20_998_all": ("sea", 10, 0.998, 0.998, "linear", "all"),
+    "sea_L20_99_all": ("sea", 10, 0.99, 0.99, "linear", "all"),
     "actadd_L20_a05": ("actadd", 10, None, None, 0.05),
     "actadd_L8_a1": ("actadd", 22, None, None, 0.1),
 }
@@ -79,6 +81,29 @@ def main() -> None:
         torch.save(acts, acts_path)
     print(f"activations ready ({time.perf_counter() - t0:.0f} s)", flush=True)
 
+    # "all" demonstrations: every correct and incorrect answer; neutral activations reused per question
+    counts = [len(truthfulqa_demonstrations([r], answers="all").prompts) for r in rows]
+    question_of = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(counts))
+    all_acts: dict = {}
+
+    def acts_for(demos_kind: str):
+        if demos_kind == "best":
+            return acts, torch.arange(len(rows))
+        if not all_acts:
+            path = out / "acts_all.pt"
+            if path.is_file():
+                all_acts.update(torch.load(path))
+            else:
+                from steerlens.methods.sea import demonstration_activations
+                d = truthfulqa_demonstrations(rows, answers="all")
+                d.neutral = [neutral[int(q)] for q in question_of]
+                t1 = time.perf_counter()
+                all_acts.update(demonstration_activations(model, d, list(range(N_LAYERS)), batch_size=16))
+                torch.save(all_acts, path)
+                print(f"all-answer activations: {len(d.prompts)} demonstrations ({time.perf_counter() - t1:.0f} s)",
+                      flush=True)
+        return all_acts, question_of
+
     def score(name: str, make_editor) -> dict:
         path = out / f"scores_{name}.json"
         if path.is_file():
@@ -98,15 +123,14 @@ def main() -> None:
         path.write_text(json.dumps(value))
         return value
 
-    def sub_acts(idx, layers):
-        return {w: {layer: acts[w][layer][idx] for layer in layers} for w in acts}
-
     def make(name: str):
-        method, first, kp, kn, extra = SETTINGS[name]
+        method, first, kp, kn, extra, *rest = SETTINGS[name]
         layers = list(range(first, N_LAYERS))
 
         def build(train):
-            a = sub_acts(train, layers)
+            source, question = acts_for(rest[0] if rest else "best")
+            idx = torch.isin(question, torch.tensor(train)).nonzero().squeeze(1)
+            a = {w: {layer: source[w][layer][idx] for layer in layers} for w in source}
             if method == "sea":
                 return SpectralEditor.fit_activations(ModelSpec.of(model), a, layers, kp, kn, extra)
             tensors = {}

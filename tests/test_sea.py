@@ -140,3 +140,15 @@ def test_truthfulqa_demonstrations_use_best_and_an_incorrect_answer():
     d = truthfulqa_demonstrations(rows)
     assert d.prompts == ["Q1?", "Q2?"] and d.positive == ["B1", "B2"] and d.chat
     assert d.negative[0] in {"W1", "W2"} and d.negative[1] == "W3"
+
+
+def test_truthfulqa_demonstrations_all_answers_pair_every_answer():
+    from steerlens.methods.sea import truthfulqa_demonstrations
+
+    rows = [{"question": "Q1?", "best": "B1", "correct": ["B1", "C1", "C2"], "incorrect": ["W1", "W2"]},
+            {"question": "Q2?", "best": "B2", "correct": ["B2"], "incorrect": ["W3"]}]
+    d = truthfulqa_demonstrations(rows, answers="all")
+    assert d.prompts == ["Q1?"] * 3 + ["Q2?"]
+    assert d.positive == ["B1", "C1", "C2", "B2"] and d.negative == ["W1", "W2", "W1", "W3"]
+    with pytest.raises(ValueError, match="answers"):
+        truthfulqa_demonstrations(rows, answers="some")

@@ -170,12 +170,19 @@ class Demonstrations:
 
 def demonstration_activations(model: Any, demos: Demonstrations, layers: Sequence[int], batch_size: int = 16,
                               progress: bool = True) -> dict[str, dict[int, torch.Tensor]]:
-    """``{"neutral"|"positive"|"negative": {layer: [n, d]}}`` at the last token of prompt + answer."""
+    """``{"neutral"|"positive"|"negative": {layer: [n, d]}}`` at the last token of prompt + answer.
+
+    Repeated texts (e.g. one neutral answer shared by several demonstrations of a question) run once.
+    """
     out = {}
     for which in ("neutral", "positive", "negative"):
-        acts = collect_activations(model, demos.texts(model, which), layers=layers, position="last",
+        texts = demos.texts(model, which)
+        unique = list(dict.fromkeys(texts))
+        acts = collect_activations(model, unique, layers=layers, position="last",
                                    batch_size=batch_size, progress=progress)
-        out[which] = {layer: acts[resid_hook_name(layer)] for layer in layers}
+        where = {t: i for i, t in enumerate(unique)}
+        idx = torch.tensor([where[t] for t in texts])
+        out[which] = {layer: acts[resid_hook_name(layer)][idx] for layer in layers}
     return out
 
 
@@ -248,14 +255,30 @@ class SpectralEditor(Editor):
 
 
 # -- demonstration builders -----------------------------------------------------------------------------
-def truthfulqa_demonstrations(rows: Sequence[dict[str, Any]], seed: int = 0) -> Demonstrations:
-    """From TruthfulQA rows (``load_truthfulqa``): question, best answer (+), one incorrect answer (-)."""
+def truthfulqa_demonstrations(rows: Sequence[dict[str, Any]], seed: int = 0,
+                              answers: str = "best") -> Demonstrations:
+    """From TruthfulQA rows (``load_truthfulqa``).
+
+    ``answers="best"``: one demonstration per question, best answer (+) and one incorrect answer (-).
+    ``answers="all"``: every correct and every incorrect answer is used; question q gives
+    ``max(#correct, #incorrect)`` demonstrations, pairing them in turn (the shorter list cycles).
+    """
+    if answers not in ("best", "all"):
+        raise ValueError(f"answers must be 'best' or 'all', not {answers!r}")
     g = torch.Generator().manual_seed(seed)
     prompts, pos, neg = [], [], []
     for r in rows:
-        prompts.append(r["question"])
-        pos.append(r["best"])
-        neg.append(r["incorrect"][int(torch.randint(len(r["incorrect"]), (1,), generator=g))])
+        if answers == "best":
+            prompts.append(r["question"])
+            pos.append(r["best"])
+            neg.append(r["incorrect"][int(torch.randint(len(r["incorrect"]), (1,), generator=g))])
+            continue
+        good = r.get("correct") or [r["best"]]
+        bad = r["incorrect"]
+        for i in range(max(len(good), len(bad))):
+            prompts.append(r["question"])
+            pos.append(good[i % len(good)])
+            neg.append(bad[i % len(bad)])
     return Demonstrations(prompts, pos, neg, chat=True)
 
 
