@@ -146,6 +146,16 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _shipped_data_digest() -> str:
+    """Digest of every file under ``data/`` (concept list, frames, pairs, prompts): a cached editor fitted
+    on older shipped data is not reused."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in data_dir().rglob("*") if p.is_file()):
+        h.update(f.relative_to(data_dir()).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def fit_editor(model: Any, method: str, task: str, train: Sequence[dict[str, Any]] | None = None,
                exclude: Sequence[str] = (), max_new_tokens: int = 48, cache: bool = True,
                settings: dict[str, Any] | None = None, progress: bool = True) -> Editor:
@@ -165,7 +175,7 @@ def fit_editor(model: Any, method: str, task: str, train: Sequence[dict[str, Any
         raise ValueError("No training data left once the evaluated prompts are removed; pass --train")
     settings = settings_for(method, task, model, settings)
     key = _hash([method, task, settings, ModelSpec.of(model).name, shipped, [item_key(r) for r in kept],
-                 max_new_tokens if method in ("recontrol",) or not shipped else 0])
+                 max_new_tokens if method in ("recontrol",) or not shipped else 0, _shipped_data_digest()])
     path = cache_dir() / "editors" / f"{method}-{task}-{key}"
     if cache and (path / "editor.json").is_file():
         return Editor.load(path, model=model)

@@ -18,6 +18,17 @@ def write_jsonl(path, rows):
     return path
 
 
+def test_cached_editors_are_keyed_on_the_shipped_data(tmp_path, monkeypatch):
+    (tmp_path / "concepts").mkdir()
+    tsv = tmp_path / "concepts" / "concepts.tsv"
+    tsv.write_text("rank\tconcept\tsource\n0\tshit\tfrequency\n")
+    monkeypatch.setattr(harness, "data_dir", lambda: tmp_path)
+    before = harness._shipped_data_digest()
+    assert harness._shipped_data_digest() == before
+    tsv.write_text("rank\tconcept\tsource\n0\tshit\tfrequency,task:toxicity\n")  # a partition changes
+    assert harness._shipped_data_digest() != before
+
+
 def test_bench_subset_keeps_both_kinds_of_prompt():
     from steerlens.bench import spread
 
