@@ -30,8 +30,7 @@ TASK_CONCEPTS = {
     "toxicity": "idiot moron stupid dumb fool loser jerk bastard scum garbage trash pathetic worthless useless "
                 "hate disgusting shut damn crap insult insulting abuse abusive harass harassment threat threaten "
                 "kill violence violent rude offensive obscene vulgar profanity slur hostile nasty cruel mean bully "
-                "bullying humiliate degrade curse swear racist sexist hateful contempt ugly filthy "
-                "shit bullshit fuck fucked fucking bitch dick ass hell",
+                "bullying humiliate degrade curse swear racist sexist hateful contempt ugly filthy",
     "negative_sentiment": "sad miserable awful terrible horrible bad worst disappointing boring depressing gloomy "
                           "dreadful annoying painful unpleasant bleak dull grim tragic failure problem complaint "
                           "regret lonely hopeless broken",
