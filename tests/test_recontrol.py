@@ -10,6 +10,7 @@ from steerlens.methods.recontrol import (
     Rollouts,
     ValueController,
     ValueFunction,
+    control_token_effect,
     gradient_ascent,
     pack,
     td_targets,
@@ -133,3 +134,25 @@ class TestAllPositionsAndAnalysis:
         with torch.no_grad():
             centre = float(vf(land["state"]))
         assert abs(float(land["values"][4, 4]) - centre) < 1e-5
+
+    def test_control_token_effect_is_the_logit_change_of_a_small_step(self, tiny):
+        ctl = ValueController.from_value(tiny, linear_value(), alpha=1.0, n_steps=1)
+        tokens = torch.randint(0, 101, (1, 4))
+        _, cache = tiny.run_with_cache(tokens, names_filter=STATE_HOOK)
+        s = cache[STATE_HOOK][0, -1:]
+        eff = control_token_effect(tiny, ctl, s, k=5)
+        with torch.enable_grad():
+            x = s.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(ctl.value_function()(x).sum(), x)
+        eps = 1e-2
+        step = eps * g / g.norm()
+
+        def push(act, hook):
+            act = act.clone()
+            act[:, -1] += step[0]
+            return act
+        moved = tiny.run_with_hooks(tokens, fwd_hooks=[(STATE_HOOK, push)])[0, -1]
+        torch.testing.assert_close((moved - tiny(tokens)[0, -1]) / eps, eff["delta"], atol=1e-3, rtol=1e-3)
+        assert len(eff["raised"]) == 5 and eff["raised"][0][1] == float(eff["delta"].max())
+        with pytest.raises(ValueError, match="states"):
+            control_token_effect(tiny, ctl, torch.zeros(3))

@@ -181,8 +181,8 @@ def recontrol():
                "show the mechanics; `benchmarks/recontrol_sentiment.py` runs the real sweep."),
         ("code", "import matplotlib.pyplot as plt\n\nimport steerlens\nfrom steerlens import plotting\n"
                  "from steerlens.data import data_dir, read_jsonl\n"
-                 "from steerlens.methods.recontrol import (ValueController, rollout, sentiment_reward, train_value,\n"
-                 "                                         value_landscape, value_lens)\n\n"
+                 "from steerlens.methods.recontrol import (ValueController, control_token_effect, rollout,\n"
+                 "                                         sentiment_reward, train_value, value_landscape, value_lens)\n\n"
                  "model = steerlens.load_model()\n"
                  "rows = read_jsonl(data_dir() / 'sentiment' / 'train.jsonl')\n"
                  "prompts = [r['prompt'] for r in rows if 'prompt' in r]"),
@@ -207,6 +207,12 @@ def recontrol():
                  "land = value_landscape(ctl, ro.states[0][0])\n"
                  "plotting.value_landscape_plot(land); plt.show()\n"
                  "plotting.ascent_trajectory(land['path_values']); plt.show()"),
+        ("md", "Which next tokens does the control favour? The logit change per unit step along grad V, over all "
+               "rollout states. On the full benchmark (320 rollouts) the raised words are sentiment-bearing "
+               "(' compliment', ' relax', ' gift') and the lowered ones are threats (' deadly', ' threatening'), but "
+               "rare sub-word tokens move as much: perplexity rises before the sentiment does."),
+        ("code", "import torch\n\neffect = control_token_effect(model, ctl, torch.cat(ro.states), k=12)\n"
+                 "print('raised: ', [t for t, _ in effect['raised']])\nprint('lowered:', [t for t, _ in effect['lowered']])"),
         ("md", "## 4. Controlled vs unsteered\nThe hook runs the ascent only at the position that produces the next "
                "token, so the prompt's prefill costs nothing extra. Trained on 12 rollouts, expect little change: "
                "this shows the API, not the method's ceiling."),

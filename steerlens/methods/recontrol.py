@@ -349,3 +349,32 @@ def value_landscape(controller: ValueController, s: Float[torch.Tensor, " d"], s
     values = vf(grid.reshape(-1, s.shape[0])).reshape(steps, steps)
     path = torch.stack([torch.stack([x[0] @ g_unit, x[0] @ r]) for x in iterates])
     return {"a": a, "b": a.clone(), "values": values, "path": path, "path_values": torch.cat(trace), "state": s}
+
+
+def control_token_effect(model: Any, controller: ValueController, states: Float[torch.Tensor, "n d"],
+                         k: int = 20) -> dict[str, Any]:
+    """Which next tokens the control favours: the change of every logit per unit step along the unit
+    gradient of V, ``(g/||g|| * w_ln) @ W_U``, averaged over ``states`` (exact: the map from the state to
+    the logits is affine). Returns ``delta`` [vocab] and the ``k`` most raised and most lowered tokens as
+    ``(token, delta)`` pairs.
+
+    A value net that learned the reward well raises reward-carrying words (sentiment: "compliment",
+    "relax"); large moves on rare sub-word tokens explain perplexity rising before the reward does.
+    """
+    vf = controller.value_function()
+    if states.ndim != 2 or states.shape[-1] != controller.model.d_model:
+        raise ValueError(f"states must be [n, {controller.model.d_model}], got {tuple(states.shape)}")
+    with torch.enable_grad():
+        x = states.float().detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(vf(x).sum(), x)
+    with torch.no_grad():
+        g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        gain = getattr(model.ln_final, "w", None)
+        if gain is not None:
+            g = g * gain.float()
+        delta = (g @ model.W_U.float()).mean(0)
+    name = lambda i: model.tokenizer.decode([int(i)]) if model.tokenizer is not None else str(int(i))  # noqa: E731
+    up, down = delta.topk(min(k, len(delta))), (-delta).topk(min(k, len(delta)))
+    return {"delta": delta,
+            "raised": [(name(i), float(v)) for v, i in zip(up.values, up.indices, strict=True)],
+            "lowered": [(name(i), -float(v)) for v, i in zip(down.values, down.indices, strict=True)]}
