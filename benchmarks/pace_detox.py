@@ -1,6 +1,9 @@
 """PaCE on the detox evaluation set against ActAdd and OrthoProj, plus generation speed. Run alone:
 
-    python benchmarks/pace_detox.py [--settings all] [--limit N]
+    python benchmarks/pace_detox.py [--settings all] [--limit N] [--split train] [--no-speed]
+
+``--split train`` scores the training prompts instead, to choose settings without looking at the
+evaluation prompts.
 
 Every method is fitted on the shipped training data only (PaCE: the dictionary and its curated partition);
 scored on data/detox/eval.jsonl (20 chat requests for rude answers, 20 hostile sentence beginnings), greedy,
@@ -46,14 +49,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--settings", default=",".join(SETTINGS))
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--split", choices=("eval", "train"), default="eval")
+    ap.add_argument("--no-speed", action="store_true", help="skip the tokens/s measurement")
     args = ap.parse_args()
     model = steerlens.load_model(verbose=False)
-    rows = load_items(data_dir() / "detox" / "eval.jsonl", "detox")[:args.limit]
+    rows = load_items(data_dir() / "detox" / f"{args.split}.jsonl", "detox")[:args.limit]
+    # scoring the training prompts: the other methods are fitted on the evaluation prompts instead (PaCE
+    # uses no prompts at all: its dictionary and curated partition)
+    other = None if args.split == "eval" else load_items(data_dir() / "detox" / "eval.jsonl", "detox")
     base = measure(model, "detox", rows, None, 48, progress=False)
     table = [("unsteered", base["metrics"], by_kind(model, rows, base["generations"]), 1.0)]
     for name in args.settings.split(","):
         method, over = SETTINGS[name]
-        r = evaluate(model, method, "detox", rows, max_new_tokens=48, unsteered=base, settings=over, progress=False)
+        r = evaluate(model, method, "detox", rows, train=other, max_new_tokens=48, unsteered=base, settings=over,
+                     progress=False)
         table.append((name, r["steered"], by_kind(model, rows, r["generations"]["steered"]),
                       r["seconds"]["steered"] / r["seconds"]["unsteered"]))
         print(f"{name}: {r['generations']['steered'][-1][:100]!r}", flush=True)
@@ -68,6 +77,8 @@ def main() -> None:
         print(f"{name:<16}{m['offensive_prob']:>10.3f}{m['offensive_prob'] / b['offensive_prob']:>8.2f}"
               f"{m['perplexity']:>7.2f}{m['perplexity'] / b['perplexity']:>8.2f}{m['diversity']:>7.3f}"
               f"{kinds['prompt'][0]:>10.3f}{kinds['prefix'][0]:>9.3f}{t:>8.2f}")
+    if args.no_speed:
+        return
     pace = fit_editor(model, "pace", "detox", progress=False)
     chat = [r["prompt"] for r in rows if "prompt" in r][:8]
     report_speed(tokens_per_second(model, chat, {"unsteered": unsteered, "pace (default)": lambda: pace.apply(model)},

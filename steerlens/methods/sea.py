@@ -262,6 +262,12 @@ def truthfulqa_demonstrations(rows: Sequence[dict[str, Any]], seed: int = 0,
     ``answers="best"``: one demonstration per question, best answer (+) and one incorrect answer (-).
     ``answers="all"``: every correct and every incorrect answer is used; question q gives
     ``max(#correct, #incorrect)`` demonstrations, pairing them in turn (the shorter list cycles).
+
+    Measured on SmolLM2-135M-Instruct (``benchmarks/sea_truthfulqa.py``, 2-fold CV on the development
+    split, layers 10-29): ``"all"`` (1,785 demonstrations) changed nothing (dMC1 -0.002 at K 99.8%,
+    +0.002 at K 99%) where ``"best"`` gave +0.045. The uncentred cross-covariances of Eq. 1 are dominated
+    by the direction all activations share, kept ranks fall to 1-2, and with more demonstrations the
+    kept positive and removed negative directions coincide, so the edit tends to the identity.
     """
     if answers not in ("best", "all"):
         raise ValueError(f"answers must be 'best' or 'all', not {answers!r}")
