@@ -182,7 +182,8 @@ def recontrol():
         ("code", "import matplotlib.pyplot as plt\n\nimport steerlens\nfrom steerlens import plotting\n"
                  "from steerlens.data import data_dir, read_jsonl\n"
                  "from steerlens.methods.recontrol import (ValueController, control_token_effect, rollout,\n"
-                 "                                         sentiment_reward, train_value, value_landscape, value_lens)\n\n"
+                 "                                         sentiment_reward, train_value, value_landscape,\n"
+                 "                                         value_lens)\n\n"
                  "model = steerlens.load_model()\n"
                  "rows = read_jsonl(data_dir() / 'sentiment' / 'train.jsonl')\n"
                  "prompts = [r['prompt'] for r in rows if 'prompt' in r]"),
@@ -212,7 +213,8 @@ def recontrol():
                "(' compliment', ' relax', ' gift') and the lowered ones are threats (' deadly', ' threatening'), but "
                "rare sub-word tokens move as much: perplexity rises before the sentiment does."),
         ("code", "import torch\n\neffect = control_token_effect(model, ctl, torch.cat(ro.states), k=12)\n"
-                 "print('raised: ', [t for t, _ in effect['raised']])\nprint('lowered:', [t for t, _ in effect['lowered']])"),
+                 "print('raised: ', [t for t, _ in effect['raised']])\n"
+                 "print('lowered:', [t for t, _ in effect['lowered']])"),
         ("md", "## 4. Controlled vs unsteered\nThe hook runs the ascent only at the position that produces the next "
                "token, so the prompt's prefill costs nothing extra. Trained on 12 rollouts, expect little change: "
                "this shows the API, not the method's ceiling."),
