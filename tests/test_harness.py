@@ -29,6 +29,22 @@ def test_cached_editors_are_keyed_on_the_shipped_data(tmp_path, monkeypatch):
     assert harness._shipped_data_digest() != before
 
 
+def test_fit_editor_refits_when_the_shipped_data_change(tmp_path, monkeypatch, tiny):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(data_dir(), data)
+    monkeypatch.setattr(harness, "data_dir", lambda: data)
+    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path / "cache"))
+    harness.fit_editor(tiny, "none", "detox", progress=False)
+    harness.fit_editor(tiny, "none", "detox", progress=False)  # same data: the cached editor is reused
+    assert len(list((tmp_path / "cache" / "editors").iterdir())) == 1
+    with (data / "concepts" / "concepts.tsv").open("a") as f:
+        f.write("9999\tzzz\ttask:toxicity\n")
+    harness.fit_editor(tiny, "none", "detox", progress=False)
+    assert len(list((tmp_path / "cache" / "editors").iterdir())) == 2
+
+
 def test_bench_subset_keeps_both_kinds_of_prompt():
     from steerlens.bench import spread
 
