@@ -16,6 +16,8 @@ import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
+from .editing import prompt_span
+
 Message = dict[str, str]
 
 
@@ -143,23 +145,23 @@ def generate_tokens(
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     step_tokens, step_mask = tokens, attention_mask
     full_tokens, full_mask = tokens, attention_mask
-    for _ in range(max_new_tokens):
-        if cache is not None:
-            logits = next_token_logits(model, step_tokens, step_mask, cache)
-        else:
-            logits = next_token_logits(model, full_tokens, full_mask)
-        nxt = _sample(logits, do_sample, temperature, top_p, generator)
-        finished_now = torch.isin(nxt, stop) if len(stop) else torch.zeros_like(done)
-        for i in range(batch):
-            if not done[i] and not finished_now[i]:
-                out[i].append(int(nxt[i]))
-        done |= finished_now
-        if bool(done.all()):
-            break
-        step_tokens = nxt[:, None]
-        step_mask = torch.ones((batch, 1), dtype=attention_mask.dtype, device=device)
-        full_tokens = torch.cat([full_tokens, step_tokens], dim=1)
-        full_mask = torch.cat([full_mask, step_mask], dim=1)
+    with prompt_span(tokens.shape[1]) as span:
+        for _ in range(max_new_tokens):
+            span.offset = full_tokens.shape[1] - step_tokens.shape[1] if cache is not None else 0
+            logits = next_token_logits(model, step_tokens, step_mask, cache) if cache is not None \
+                else next_token_logits(model, full_tokens, full_mask)
+            nxt = _sample(logits, do_sample, temperature, top_p, generator)
+            finished_now = torch.isin(nxt, stop) if len(stop) else torch.zeros_like(done)
+            for i in range(batch):
+                if not done[i] and not finished_now[i]:
+                    out[i].append(int(nxt[i]))
+            done |= finished_now
+            if bool(done.all()):
+                break
+            step_tokens = nxt[:, None]
+            step_mask = torch.ones((batch, 1), dtype=attention_mask.dtype, device=device)
+            full_tokens = torch.cat([full_tokens, step_tokens], dim=1)
+            full_mask = torch.cat([full_mask, step_mask], dim=1)
     return out
 
 

@@ -49,7 +49,8 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "sea": {"detox": {"layers": list(range(15, 30)), "k": 0.99},
             "sentiment": {"layers": list(range(15, 30)), "k": 0.99},
             "truthfulqa": {"layers": list(range(10, 30)), "k": 0.998}},
-    "pace": {t: {"layers": [9, 15, 21], "alpha": 0.05, "l1_ratio": 0.95, "n_concepts": None, "centre": True}
+    "pace": {t: {"layers": [9, 15, 21], "alpha": 0.05, "l1_ratio": 0.95, "n_concepts": None, "centre": True,
+                 "positions": "all"}
              for t in TASKS},
     "recontrol": {t: {"alpha": 1.0, "n_steps": 10, "epochs": 40, "samples": 2} for t in TASKS},
 }
@@ -232,7 +233,7 @@ def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shi
         if task not in dic.partitions:
             curated_partition(dic, task, tagged_concepts(TASK_GROUPS[task]))
         return PaCEEditor.from_dictionary(dic, task, layers=s["layers"], alpha=s["alpha"], l1_ratio=s["l1_ratio"],
-                                          centre=s["centre"])
+                                          centre=s["centre"], positions=s["positions"])
     if method == "recontrol":
         return _fit_recontrol(model, task, rows, s, max_new_tokens, progress)
     demos = _contrast(model, task, rows, shipped, max_new_tokens, progress)

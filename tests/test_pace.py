@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from steerlens.editing import Editor, ModelSpec
+from steerlens.editing import Editor, ModelSpec, prompt_span
 from steerlens.generation import generate_tokens, left_pad
 from steerlens.methods.pace import (
     ConceptDictionary,
@@ -69,6 +69,62 @@ class TestRemoval:
             a = generate_tokens(tiny, tokens, mask, max_new_tokens=5, use_cache=True, stop_token_ids=[])
             b = generate_tokens(tiny, tokens, mask, max_new_tokens=5, use_cache=False, stop_token_ids=[])
         assert a == b
+
+
+class TestPositions:
+    def dic(self, tiny):
+        dic = dictionary(tiny)
+        dic.set_partition("t", [0, 1, 2])
+        return dic
+
+    def editors(self, tiny):
+        dic = self.dic(tiny)
+        return {p: PaCEEditor.from_dictionary(dic, "t", [1], alpha=0.01, positions=p)
+                for p in ("all", "prompt", "generated")}
+
+    def test_generated_edits_only_after_the_prompt(self, tiny):
+        eds = self.editors(tiny)
+        z = torch.randn(2, 7, 32) * 3
+        full = eds["all"].hook_fn(1)(z, None)
+        assert not torch.allclose(full, z)
+        with prompt_span(4):
+            gen = eds["generated"].hook_fn(1)(z, None)
+            prm = eds["prompt"].hook_fn(1)(z, None)
+        torch.testing.assert_close(gen[:, :4], z[:, :4])
+        torch.testing.assert_close(gen[:, 4:], full[:, 4:])
+        torch.testing.assert_close(prm[:, :4], full[:, :4])
+        torch.testing.assert_close(prm[:, 4:], z[:, 4:])
+        with prompt_span(4) as span:  # one decoding step with a cache of 6 positions: absolute position 6
+            span.offset = 6
+            torch.testing.assert_close(eds["generated"].hook_fn(1)(z[:, 6:], None), full[:, 6:])
+            torch.testing.assert_close(eds["prompt"].hook_fn(1)(z[:, 6:], None), z[:, 6:])
+
+    def test_needs_the_prompt_end_and_a_known_rule(self, tiny):
+        eds = self.editors(tiny)
+        with pytest.raises(RuntimeError, match="where the prompt ends"):
+            eds["generated"].hook_fn(1)(torch.randn(1, 3, 32), None)
+        with pytest.raises(ValueError, match="positions must be one of"):
+            PaCEEditor.from_dictionary(self.dic(tiny), "t", [1], positions="last")
+
+    @pytest.mark.parametrize("positions", ["prompt", "generated"])
+    def test_commutes_with_kv_cache(self, tiny, positions):
+        """The state after the edited layer at the position producing each next token, recorded during
+        cached and uncached generation (same forced tokens), is the same, and is edited exactly where
+        ``positions`` says: the prefill's last position is prompt, every later one is generated."""
+        ed = self.editors(tiny)[positions]
+        tokens, mask = left_pad([[3, 4, 5, 6], [7, 8]], pad_id=0)
+
+        def states(editor, use_cache):
+            seen = []
+            hooks = [("blocks.2.hook_resid_pre", lambda act, hook: seen.append(act[:, -1].clone()))]
+            with tiny.hooks(fwd_hooks=(editor.fwd_hooks() if editor else []) + hooks):
+                generate_tokens(tiny, tokens, mask, max_new_tokens=5, use_cache=use_cache, stop_token_ids=[])
+            return torch.stack(seen)
+
+        cached, uncached, plain = states(ed, True), states(ed, False), states(None, True)
+        torch.testing.assert_close(cached, uncached, atol=1e-5, rtol=1e-5)
+        changed = (cached - plain).norm(dim=-1).amax(-1) > 1e-4  # per step
+        assert changed.tolist() == ([True] + [False] * 4 if positions == "prompt" else [False] + [True] * 4)
 
 
 class TestDictionaryAndPartitions:

@@ -28,7 +28,18 @@ from safetensors.torch import load_file, save_file
 
 from ..activations import collect_activations
 from ..data import data_dir, read_jsonl
-from ..editing import Editor, HookFn, ModelSpec, check_finite, check_layers, register, resid_hook_name, sink_threshold
+from ..editing import (
+    POSITIONS,
+    Editor,
+    HookFn,
+    ModelSpec,
+    check_finite,
+    check_layers,
+    position_mask,
+    register,
+    resid_hook_name,
+    sink_threshold,
+)
 from ..generation import encode
 from ..solvers import Dictionary, elastic_net, lasso, omp
 
@@ -228,8 +239,8 @@ class PaCEEditor(Editor):
     """Remove the undesirable concepts' part of each token's activation, keep the rest (paper Eq. 4).
 
     Settings: ``alpha``, ``l1_ratio`` (paper: 0.05, 0.95), ``solver`` (enet, lasso, omp), ``n_nonzero``
-    (OMP), ``task``, ``concepts`` (names, for plots). Tensors per layer: unit atoms ``atoms.{L}`` [d, k],
-    and ``undesirable`` [k] (bool).
+    (OMP), ``task``, ``concepts`` (names, for plots), ``positions`` (all, prompt, generated). Tensors per
+    layer: unit atoms ``atoms.{L}`` [d, k], and ``undesirable`` [k] (bool).
     """
 
     method = "pace"
@@ -237,8 +248,13 @@ class PaCEEditor(Editor):
     @classmethod
     def from_dictionary(cls, dictionary: ConceptDictionary, task: str, layers: Sequence[int],
                         n_concepts: int | None = None, alpha: float = 0.05, l1_ratio: float = 0.95,
-                        solver: Solver = "enet", n_nonzero: int = 32, centre: bool = True) -> PaCEEditor:
+                        solver: Solver = "enet", n_nonzero: int = 32, centre: bool = True,
+                        positions: str = "all") -> PaCEEditor:
         """Build the editor from the first ``n_concepts`` atoms at each layer.
+
+        ``positions``: edit ``"all"`` positions, only the ``"prompt"`` or only the ``"generated"`` ones
+        (the prompt's end is known inside ``steerlens.generate`` or ``steerlens.editing.prompt_span``).
+        Solving only the selected positions also saves their share of the solver's time.
 
         ``centre=True`` (default) writes each concept atom as the dictionary's mean atom plus the concept's
         own part: the atoms become ``[mean, a_1 - mean, ..., a_k - mean]`` (unit-normalised), which span
@@ -247,6 +263,8 @@ class PaCEEditor(Editor):
         it, and the dictionary is far less coherent (mean |cos| 0.10 instead of 0.70 at layer 15), which
         makes the elastic net both sharper and faster. ``centre=False`` is the paper's raw dictionary.
         """
+        if positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, not {positions!r}")
         if task not in dictionary.partitions:
             raise ValueError(f"The dictionary has no partition for task {task!r}; known: "
                              f"{sorted(dictionary.partitions)}. Make one with curated_partition or "
@@ -266,7 +284,7 @@ class PaCEEditor(Editor):
             tensors[f"atoms.{layer}"] = (atoms / atoms.norm(dim=-1, keepdim=True).clamp_min(1e-12)).T.contiguous()
             tensors[f"sink_norm.{layer}"] = sink_threshold(raw.norm(dim=-1))
         settings = {"alpha": alpha, "l1_ratio": l1_ratio, "solver": solver, "n_nonzero": n_nonzero,
-                    "task": task, "concepts": names, "centre": centre}
+                    "task": task, "concepts": names, "centre": centre, "positions": positions}
         return cls(model=dictionary.model, layers=layers, settings=settings, tensors=tensors)
 
     def _dictionary(self, layer: int) -> Dictionary:
@@ -297,12 +315,24 @@ class PaCEEditor(Editor):
         return c * norms
 
     def hook_fn(self, layer: int) -> HookFn:
-        def pace(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            flat = act.reshape(-1, act.shape[-1]).float()
+        positions = self.settings.get("positions", "all")
+
+        def remove(x: torch.Tensor) -> torch.Tensor:
+            flat = x.reshape(-1, x.shape[-1]).float()
             c = self.coefficients(layer, flat)
             mask = self.tensors["undesirable"].to(c.device)
             removed = (c * mask) @ self.tensors[f"atoms.{layer}"].T.to(c.dtype)
-            return (flat - removed).reshape(act.shape).to(act.dtype)
+            return (flat - removed).reshape(x.shape).to(x.dtype)
+
+        def pace(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            if positions == "all":
+                return remove(act)
+            where = position_mask(positions, act.shape[1], act.device)
+            if not bool(where.any()):
+                return act
+            out = act.clone()
+            out[:, where] = remove(act[:, where])
+            return out
         return pace
 
 
