@@ -32,6 +32,8 @@ SETTINGS = {
     "pace_L15": ("pace", {"layers": [15]}),
     "pace_L6-21": ("pace", {"layers": [6, 9, 12, 15, 18, 21]}),
     "pace_a0.02": ("pace", {"alpha": 0.02}),
+    "pace_generated": ("pace", {"positions": "generated"}),
+    "pace_prompt": ("pace", {"positions": "prompt"}),
 }
 
 

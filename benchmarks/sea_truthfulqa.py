@@ -59,13 +59,15 @@ def cached_json(path: Path, make):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--settings", default=",".join(SETTINGS))
+    ap.add_argument("--fold-seed", type=int, default=0,
+                    help="seed of the 2-fold split (repeat the cross-validation on other splits)")
     args = ap.parse_args()
     out = steerlens.cache_dir() / "experiments" / "sea_truthfulqa"
     out.mkdir(parents=True, exist_ok=True)
     model = steerlens.load_model(verbose=False)
     rows = load_truthfulqa(truthfulqa_dev_path())
     demos = truthfulqa_demonstrations(rows, seed=0)
-    split = folds(len(rows))
+    split = folds(len(rows), args.fold_seed)
 
     t0 = time.perf_counter()
     neutral = cached_json(out / "neutral.json",
@@ -107,7 +109,9 @@ def main() -> None:
         return all_acts, question_of
 
     def score(name: str, make_editor) -> dict:
-        path = out / f"scores_{name}.json"
+        # the unsteered scores do not depend on the split
+        seeded = name != "unsteered" and args.fold_seed != 0
+        path = out / (f"scores_{name}_fold{args.fold_seed}.json" if seeded else f"scores_{name}.json")
         if path.is_file():
             return json.loads(path.read_text())
         mc1, mc2, ranks = [0.0] * len(rows), [0.0] * len(rows), []

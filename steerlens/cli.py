@@ -71,7 +71,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .harness import check_method, check_task, evaluate, format_result, load_items
+    from .harness import check_method, check_task, evaluate, format_result, load_items, settings_for
     from .models import load_model
 
     check_method(args.method)
@@ -79,14 +79,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     load_items(args.prompts, args.task)  # fail on bad input before loading the model
     if args.train is not None:
         load_items(args.train, args.task)
+    overrides = parse_settings(args.set)
+    settings_for(args.method, args.task, None, overrides)  # refuse unknown settings before loading the model
     model = load_model(verbose=False)
-    result = evaluate(model, args.method, args.task, args.prompts, args.train, max_new_tokens=args.max_new_tokens)
+    result = evaluate(model, args.method, args.task, args.prompts, args.train, max_new_tokens=args.max_new_tokens,
+                      settings=overrides or None)
     print(format_result(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1))
         print(f"wrote {args.json}")
     return 0
+
+
+def parse_settings(items: list[str] | None) -> dict[str, Any]:
+    """``["alpha=0.02", "positions=generated", "layers=[9,15]"]`` -> a dict; values are read as JSON
+    where they parse (numbers, lists, true/false/null), otherwise kept as strings."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE (e.g. --set alpha=0.02), got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -132,6 +152,9 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--train", default=None, help="same format; default: the project's shipped data")
         p.add_argument("--max-new-tokens", type=int, default=48)
         p.add_argument("--json", default=None, help="write the result here")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override one of the method's settings for the task (repeatable), e.g. "
+                            "--set positions=generated --set alpha=0.02; unknown keys are refused")
     elif name == "bench":
         p.add_argument("--out", default="bench-results")
         p.add_argument("--methods", default=",".join(METHODS))

@@ -132,13 +132,13 @@ def _scaled_layers(layers: Sequence[int], n_layers: int) -> list[int]:
 
 def settings_for(method: str, task: str, model: Any, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The method's default settings for the task (``DEFAULTS``), updated by ``overrides``; unknown keys
-    are refused."""
+    are refused. With ``model=None`` the layers are left unscaled (for checking settings early)."""
     s = dict(DEFAULTS.get(method, {}).get(task, {}))
     unknown = set(overrides or {}) - set(s)
     if unknown:
         raise ValueError(f"Unknown setting(s) {sorted(unknown)} for {method}; known: {sorted(s)}")
     s.update(overrides or {})
-    if "layers" in s:
+    if "layers" in s and model is not None:
         s["layers"] = _scaled_layers(s["layers"], model.cfg.n_layers)
     return s
 
@@ -327,6 +327,7 @@ def evaluate(model: Any, method: str, task: str, prompts: str | Path | Sequence[
         "seconds": {"steered": steered["seconds"], "unsteered": base["seconds"]},
         "generations": {"steered": steered["generations"], "unsteered": base["generations"]},
         "fit_seconds": fit_seconds,
+        "settings": {**{k: v for k, v in editor.settings.items() if k != "concepts"}, "layers": list(editor.layers)},
     }
 
 

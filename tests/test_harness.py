@@ -6,11 +6,11 @@ import json
 import pytest
 
 from steerlens import harness
-from steerlens.cli import main
+from steerlens.cli import main, parse_settings
 from steerlens.data import data_dir, truthfulqa_dev_path
 from steerlens.truthfulqa import load_truthfulqa
 
-SCHEMA = {"method", "task", "n", "steered", "unsteered", "seconds", "generations"}
+SCHEMA = {"method", "task", "n", "steered", "unsteered", "seconds", "generations", "settings"}
 
 
 def write_jsonl(path, rows):
@@ -82,6 +82,15 @@ def test_cli_bad_input_exits_nonzero_before_loading_a_model(tmp_path, capsys):
     assert "TruthfulQA column" in capsys.readouterr().err
     (tmp_path / "empty.jsonl").write_text("")
     assert main(["eval", "--method", "none", "--task", "sentiment", "--prompts", str(tmp_path / "empty.jsonl")]) == 2
+    assert main(["eval", "--method", "pace", "--task", "detox", "--prompts", str(good), "--set", "positons=all"]) == 2
+    assert "Unknown setting(s) ['positons']" in capsys.readouterr().err
+    assert main(["eval", "--method", "pace", "--task", "detox", "--prompts", str(good), "--set", "alpha"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_cli_settings_are_read_as_json_where_they_parse():
+    assert parse_settings(["alpha=0.02", "layers=[9, 15]", "positions=generated", "centre=false"]) == {
+        "alpha": 0.02, "layers": [9, 15], "positions": "generated", "centre": False}
 
 
 @pytest.mark.integration
@@ -91,9 +100,10 @@ def test_eval_cli_writes_the_json_contract(tmp_path):
     assert {"prompt", "prefix"} == {next(iter(r)) for r in [rows[0], rows[-1]]}
     out = tmp_path / "r.json"
     assert main(["eval", "--method", "actadd", "--task", "sentiment", "--prompts", str(prompts),
-                 "--max-new-tokens", "6", "--json", str(out)]) == 0
+                 "--max-new-tokens", "6", "--json", str(out), "--set", "alpha=0.5"]) == 0
     r = json.loads(out.read_text())
     assert SCHEMA <= set(r)
+    assert r["settings"]["alpha"] == 0.5
     assert (r["method"], r["task"], r["n"]) == ("actadd", "sentiment", 2)
     for side in ("steered", "unsteered"):
         assert {"offensive_prob", "vader_compound", "perplexity", "diversity"} <= set(r[side])
