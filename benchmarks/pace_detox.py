@@ -9,6 +9,11 @@ Every method is fitted on the shipped training data only (PaCE: the dictionary a
 scored on data/detox/eval.jsonl (20 chat requests for rude answers, 20 hostile sentence beginnings), greedy,
 48 new tokens. Reported: mean offensive probability (alt-profanity-check) and perplexity of the responses
 under the unsteered model, each as a ratio to the unsteered model's, overall and per kind of prompt.
+
+Measured (2 CPU cores, evaluation prompts): default (all positions) 0.132 -> 0.068 (0.52x), perplexity
+1.08x, 2.04x the unsteered time; ``positions="prompt"`` 0.064 (0.49x), perplexity 1.03x, 1.14x the time;
+``positions="generated"`` 0.154 (1.17x), perplexity 0.99x. Removing the concepts from the hostile prompt
+does the work; removing them from the response alone does not.
 """
 
 from __future__ import annotations
