@@ -39,6 +39,8 @@ SETTINGS = {
     "pace_a0.02": ("pace", {"alpha": 0.02}),
     "pace_generated": ("pace", {"positions": "generated"}),
     "pace_prompt": ("pace", {"positions": "prompt"}),
+    "pace_prompt_a0.02": ("pace", {"positions": "prompt", "alpha": 0.02}),
+    "pace_prompt_L6-21": ("pace", {"positions": "prompt", "layers": [6, 9, 12, 15, 18, 21]}),
 }
 
 

@@ -238,6 +238,8 @@ def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shi
         return _fit_recontrol(model, task, rows, s, max_new_tokens, progress)
     demos = _contrast(model, task, rows, shipped, max_new_tokens, progress)
     if method == "sea":
+        if task == "truthfulqa":  # neutral answers as in benchmarks/sea_truthfulqa.py, where K and layers were chosen
+            demos = demos.with_neutral(model, max_new_tokens=32, batch_size=32, progress=progress)
         return SpectralEditor.fit(model, demos, layers=s["layers"], k_pos=s["k"], k_neg=s["k"], progress=progress)
     pos, neg = demos.texts(model, "positive"), demos.texts(model, "negative")
     position = "last" if task == "truthfulqa" else "mean"
