@@ -30,7 +30,7 @@ import steerlens
 from steerlens.data import truthfulqa_dev_path
 from steerlens.editing import ModelSpec, sink_threshold
 from steerlens.methods.baselines import ActAdd
-from steerlens.methods.sea import SpectralEditor, truthfulqa_demonstrations
+from steerlens.methods.sea import TRUTHFULQA_NEUTRAL_TOKENS, SpectralEditor, truthfulqa_demonstrations
 from steerlens.truthfulqa import load_truthfulqa, score_truthfulqa
 
 N_LAYERS = 30
@@ -77,8 +77,8 @@ def main() -> None:
 
     t0 = time.perf_counter()
     neutral = cached_json(out / "neutral.json",
-                          lambda: [a.strip() for a in steerlens.generate(model, demos.prompts, max_new_tokens=32,
-                                                                         batch_size=32, progress=True)])
+                          lambda: demos.with_neutral(model, max_new_tokens=TRUTHFULQA_NEUTRAL_TOKENS,
+                                                     batch_size=32).neutral)
     demos.neutral = neutral
     print(f"neutral answers ready ({time.perf_counter() - t0:.0f} s)", flush=True)
 

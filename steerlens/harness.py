@@ -220,6 +220,7 @@ def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shi
          s: dict[str, Any], max_new_tokens: int, progress: bool) -> Editor:
     from .methods import ActAdd, IdentityEditor, OrthoProj, PaCEEditor, PromptEditor, SpectralEditor
     from .methods.pace import TASK_GROUPS, curated_partition, default_dictionary, tagged_concepts
+    from .methods.sea import TRUTHFULQA_NEUTRAL_TOKENS
 
     if method == "none":
         return IdentityEditor.fit(model, layers=list(range(model.cfg.n_layers)))
@@ -239,7 +240,8 @@ def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shi
     demos = _contrast(model, task, rows, shipped, max_new_tokens, progress)
     if method == "sea":
         if task == "truthfulqa":  # neutral answers as in benchmarks/sea_truthfulqa.py, where K and layers were chosen
-            demos = demos.with_neutral(model, max_new_tokens=32, batch_size=32, progress=progress)
+            demos = demos.with_neutral(model, max_new_tokens=TRUTHFULQA_NEUTRAL_TOKENS, batch_size=32,
+                                       progress=progress)
         return SpectralEditor.fit(model, demos, layers=s["layers"], k_pos=s["k"], k_neg=s["k"], progress=progress)
     pos, neg = demos.texts(model, "positive"), demos.texts(model, "negative")
     position = "last" if task == "truthfulqa" else "mean"

@@ -72,7 +72,8 @@ def test_bad_prompt_rows_are_refused(tmp_path, rows, message):
         harness.load_items(write_jsonl(tmp_path / "p.jsonl", rows), "detox")
 
 
-def test_cli_bad_input_exits_nonzero_before_loading_a_model(tmp_path, capsys):
+def test_cli_bad_input_exits_nonzero_before_loading_a_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("steerlens.models.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     good = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "hi"}])
     assert main(["eval", "--method", "magic", "--task", "detox", "--prompts", str(good)]) == 2
     assert "Unknown method" in capsys.readouterr().err

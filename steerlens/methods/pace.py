@@ -330,6 +330,8 @@ class PaCEEditor(Editor):
             where = position_mask(positions, act.shape[1], act.device)
             if not bool(where.any()):
                 return act
+            if bool(where.all()):  # e.g. every KV-cached decoding step of a "generated" editor
+                return remove(act)
             out = act.clone()
             out[:, where] = remove(act[:, where])
             return out

@@ -40,6 +40,7 @@ from ..editing import (
 from ..generation import format_chat, generate
 
 FeatureMap = Literal["linear", "tanh", "elu", "sqexp"]
+TRUTHFULQA_NEUTRAL_TOKENS = 32  # neutral answer length used when K and layers were chosen on TruthfulQA
 _EPS = 1e-6
 
 
