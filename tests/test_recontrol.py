@@ -13,6 +13,7 @@ from steerlens.methods.recontrol import (
     control_token_effect,
     gradient_ascent,
     pack,
+    split_by_prompt,
     td_targets,
     train_value,
     value_landscape,
@@ -95,11 +96,35 @@ class TestTraining:
             n = int(torch.randint(3, 8, (1,), generator=g))
             states.append(torch.randn(n, 16, generator=g) * 0.3 + sign * direction)
             rewards.append(sign)
-        ro = Rollouts(["p"] * 80, ["r"] * 80, states, rewards)
+        ro = Rollouts([f"p{i // 2}" for i in range(80)], ["r"] * 80, states, rewards)
         vf, curves = train_value(ro, hidden=32, epochs=40, lr=3e-3, progress=False)
         assert curves["train"][-1] < 0.5 * curves["train"][0] and len(curves["val"]) == 40
+        assert curves["val_corr"][-1] > 0.9
         with torch.no_grad():
             assert float(vf(direction)) > 0.5 and float(vf(-direction)) < -0.5
+
+    def test_validation_holds_out_whole_prompts(self):
+        prompts = [f"p{i // 4}" for i in range(100)]
+        train, val = split_by_prompt(prompts, 0.2, torch.Generator().manual_seed(0))
+        assert len(val) == 20 and sorted(train.tolist() + val.tolist()) == list(range(100))
+        assert not {prompts[i] for i in val} & {prompts[i] for i in train}
+
+    def test_validation_sees_through_a_memorised_prompt(self):
+        """A reward that depends only on which prompt it is (not on anything shared across prompts) can be
+        memorised; split by episode, validation would call that a good value net, split by prompt it shows
+        V does not predict the reward on new prompts."""
+        g = torch.Generator().manual_seed(1)
+        n_prompts, per = 120, 4
+        centres, signs = torch.randn(n_prompts, 64, generator=g), torch.randn(n_prompts, generator=g).sign()
+        states = [centres[i // per] + 0.1 * torch.randn(3, 64, generator=g) for i in range(n_prompts * per)]
+        rewards = [float(signs[i // per]) for i in range(n_prompts * per)]
+        corr = {}
+        for name, prompts in [("prompt", [f"p{i // per}" for i in range(n_prompts * per)]),
+                              ("episode", [f"e{i}" for i in range(n_prompts * per)])]:
+            _, curves = train_value(Rollouts(prompts, ["r"] * len(prompts), states, rewards), hidden=64, epochs=60,
+                                    lr=3e-3, progress=False)
+            corr[name] = curves["val_corr"][-1]
+        assert corr["episode"] > 0.8 and abs(corr["prompt"]) < 0.4, corr
 
     def test_rollouts_round_trip(self, tmp_path):
         ro = Rollouts(["a", "b"], ["x", "y"], [torch.ones(2, 4), torch.zeros(3, 4)], [0.5, -0.5])

@@ -194,10 +194,15 @@ def recontrol():
                  "for p, r, w in list(zip(ro.prompts, ro.responses, ro.rewards))[:3]:\n"
                  "    print(f'{w:+.2f}', p, '->', r[:80])"),
         ("md", "## 2. Train the value function\nUndiscounted TD: V(s_t) -> stopgrad V(s_t+1), and the reward at the "
-               "last real step; padding masked; a validation split."),
+               "last real step; padding masked. The validation episodes come from held-out *prompts*: "
+               "`val_corr` is the correlation of V(s_t) with the reward on prompts V never saw, which is what "
+               "control at test time relies on. On the full benchmark (320 rollouts of 80 prompts) it is only "
+               "+0.23: V learns its training prompts far better than sentiment in general."),
         ("code", "vf, curves = train_value(ro, epochs=30, progress=False)\n"
-                 "plt.plot(curves['train'], label='train'); plt.plot(curves['val'], label='validation')\n"
-                 "plt.xlabel('epoch'); plt.ylabel('TD loss'); plt.legend(); plt.show()"),
+                 "plt.plot(curves['train'], label='train')\n"
+                 "plt.plot(curves['val'], label='validation (held-out prompts)')\n"
+                 "plt.xlabel('epoch'); plt.ylabel('TD loss'); plt.legend(); plt.show()\n"
+                 "print(f\"corr(V(s_t), reward) on held-out prompts: {curves['val_corr'][-1]:+.2f}\")"),
         ("md", "## 3. Value landscapes\nV per layer and token (each block's output normalised like the final norm, "
                "a logit-lens reading of V), then V around one state along the gradient and a random direction, "
                "with the ascent path, and V along the ascent steps."),

@@ -178,22 +178,44 @@ class ValueFunction(nn.Module):
         return self.net(s).squeeze(-1)
 
 
+def split_by_prompt(prompts: Sequence[str], val_fraction: float, generator: torch.Generator,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Episode indices (train, val) with every prompt's episodes on one side only: with several samples
+    per prompt, a split by episode would validate on prompts the value net was trained on."""
+    names = list(dict.fromkeys(prompts))
+    order = torch.randperm(len(names), generator=generator).tolist()
+    n_val = int(round(val_fraction * len(names))) if len(names) > 4 else 0
+    held = {names[i] for i in order[:n_val]}
+    val = torch.tensor([i for i, p in enumerate(prompts) if p in held], dtype=torch.long)
+    train = torch.tensor([i for i, p in enumerate(prompts) if p not in held], dtype=torch.long)
+    return train[torch.randperm(len(train), generator=generator)], val
+
+
 def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs: int = 30, lr: float = 1e-3,
                 batch_size: int = 64, val_fraction: float = 0.2, seed: int = 0,
                 progress: bool = True) -> tuple[ValueFunction, dict[str, list[float]]]:
-    """TD training with a validation split; returns the value function and the train/val loss curves."""
+    """TD training (paper Eq. 6) with a validation split by prompt; returns the value function and curves.
+
+    ``curves``: ``train`` and ``val`` TD losses per epoch, and ``val_corr``, the correlation between
+    V(s_t) and the episode's reward over every real step of the validation episodes. The validation
+    episodes come from held-out prompts (none when there are fewer than 5 distinct prompts), so ``val_corr``
+    says whether V predicts the reward on prompts it has not seen, which is what test-time control needs.
+    """
     if len(rollouts.rewards) != len(rollouts.states):
         raise ValueError("Rollouts need one reward per response: score them first")
+    if not rollouts.states:
+        raise ValueError("No episodes to train on")
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     x, mask = pack(rollouts.states)
     r = torch.tensor(rollouts.rewards, dtype=torch.float32)
-    perm = torch.randperm(len(r), generator=g)
-    n_val = int(round(val_fraction * len(r))) if len(r) > 4 else 0
-    val, train = perm[:n_val], perm[n_val:]
+    if not torch.isfinite(r).all() or not torch.isfinite(x).all():
+        raise ValueError("Rewards and states must be finite: check the reward function and the rollouts")
+    train, val = split_by_prompt(rollouts.prompts, val_fraction, g)
+    n_val = len(val)
     vf = ValueFunction(x.shape[-1], hidden, n_layers)
     opt = torch.optim.Adam(vf.parameters(), lr=lr)
-    curves: dict[str, list[float]] = {"train": [], "val": []}
+    curves: dict[str, list[float]] = {"train": [], "val": [], "val_corr": []}
 
     def loss_on(idx: torch.Tensor) -> torch.Tensor:
         v = vf(x[idx])
@@ -213,7 +235,14 @@ def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs
         if n_val:
             with torch.no_grad():
                 curves["val"].append(float(loss_on(val)))
+                v, m = vf(x[val])[mask[val]], mask[val]
+                curves["val_corr"].append(_corr(v, r[val][:, None].expand_as(m)[m]))
     return vf.eval(), curves
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))
 
 
 # -- the controller -------------------------------------------------------------------------------------
