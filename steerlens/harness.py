@@ -278,7 +278,10 @@ def _fit_recontrol(model: Any, task: str, rows: Sequence[dict[str, Any]], s: dic
                       [x for r in parts for x in r.states])
         ro.rewards = [float(x) for x in reward_fn(task)(ro.responses)]
         positions = "last"
-    vf, _ = train_value(ro, epochs=s["epochs"], progress=progress)
+    vf, curves = train_value(ro, epochs=s["epochs"], progress=progress)
+    if curves["val_corr"]:
+        print(f"recontrol: value net on held-out training prompts: corr(V(s_t), reward) "
+              f"{curves['val_corr'][-1]:+.2f} (near 0: V cannot tell good from bad answers to new prompts)")
     return ValueController.from_value(model, vf, alpha=s["alpha"], n_steps=s["n_steps"], positions=positions)
 
 
