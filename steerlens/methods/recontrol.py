@@ -212,37 +212,33 @@ def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs
     if not torch.isfinite(r).all() or not torch.isfinite(x).all():
         raise ValueError("Rewards and states must be finite: check the reward function and the rollouts")
     train, val = split_by_prompt(rollouts.prompts, val_fraction, g)
-    n_val = len(val)
     vf = ValueFunction(x.shape[-1], hidden, n_layers)
     opt = torch.optim.Adam(vf.parameters(), lr=lr)
     curves: dict[str, list[float]] = {"train": [], "val": [], "val_corr": []}
 
-    def loss_on(idx: torch.Tensor) -> torch.Tensor:
+    def loss_on(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         v = vf(x[idx])
         m = mask[idx]
-        return (((v - td_targets(v, m, r[idx])) ** 2) * m).sum() / m.sum()
+        return (((v - td_targets(v, m, r[idx])) ** 2) * m).sum() / m.sum(), v
 
     for _ in tqdm(range(epochs), desc="value training", disable=not progress):
         order = train[torch.randperm(len(train), generator=g)]
         total = 0.0
         for i in range(0, len(order), batch_size):
-            loss = loss_on(order[i:i + batch_size])
+            loss, _ = loss_on(order[i:i + batch_size])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(order[i:i + batch_size])
         curves["train"].append(total / max(1, len(order)))
-        if n_val:
+        if len(val):
             with torch.no_grad():
-                curves["val"].append(float(loss_on(val)))
-                v, m = vf(x[val])[mask[val]], mask[val]
-                curves["val_corr"].append(_corr(v, r[val][:, None].expand_as(m)[m]))
+                loss, v = loss_on(val)
+                m = mask[val]
+                pairs = torch.stack([v[m], r[val, None].expand_as(m)[m]])  # V(s_t) and its episode's reward
+                curves["val"].append(float(loss))
+                curves["val_corr"].append(float(torch.corrcoef(pairs)[0, 1]))
     return vf.eval(), curves
-
-
-def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))
 
 
 # -- the controller -------------------------------------------------------------------------------------
