@@ -88,9 +88,11 @@ def collect_activations(
         raise ValueError("texts must be strings (or chat messages with chat=True)")
 
     out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    # Batches of similar length waste little on padding; the results are put back in the given order.
+    order = sorted(range(len(strs)), key=lambda i: len(strs[i]))
     starts = range(0, len(strs), batch_size)
     for start in tqdm(starts, desc="activations", disable=not progress, unit="batch", leave=False):
-        tokens, mask = encode(model, strs[start:start + batch_size])
+        tokens, mask = encode(model, [strs[i] for i in order[start:start + batch_size]])
         store: dict[str, torch.Tensor] = {}
 
         def grab(name: str, store: dict[str, torch.Tensor] = store) -> Any:
@@ -113,11 +115,13 @@ def collect_activations(
                 m = maskf.to(act.device).clone()
                 first = m.argmax(dim=1)
                 multi = m.sum(1) > 1
-                m[torch.arange(m.shape[0])[multi], first[multi]] = 0
+                m[torch.arange(m.shape[0], device=m.device)[multi], first[multi]] = 0
                 m = m[:, :, None]
                 out[name].append(((act * m).sum(1) / m.sum(1)).cpu())
             else:
                 out[name].extend(act[i, mask[i].bool()].cpu() for i in range(act.shape[0]))
+    back = torch.empty(len(order), dtype=torch.long)
+    back[torch.tensor(order)] = torch.arange(len(order))
     if position == "all":
-        return out  # type: ignore[return-value]
-    return {n: torch.cat(v) for n, v in out.items()}
+        return {n: [v[i] for i in back.tolist()] for n, v in out.items()}  # type: ignore[misc]
+    return {n: torch.cat(v)[back] for n, v in out.items()}

@@ -76,16 +76,17 @@ class TestGenerationAndCollection:
         assert model.tokenizer.eos_token_id not in out[0] and len(out[0]) < 60
 
     def test_collect_last_and_mean_match_manual(self, model):
-        texts = ["The cat sat on the mat.", "Dogs bark."]
+        # lengths out of order and several batches: batches are formed by length, results come back in order
+        texts = ["The cat sat on the mat.", "Dogs bark.", "A much longer sentence about the weather today.", "Hi."]
         name = "blocks.6.hook_resid_post"
-        acts = collect_activations(model, texts, layers=[6], position="last", progress=False)[name]
-        mean = collect_activations(model, texts, layers=[6], position="mean", progress=False)[name]
+        acts = collect_activations(model, texts, layers=[6], position="last", batch_size=2, progress=False)[name]
+        mean = collect_activations(model, texts, layers=[6], position="mean", batch_size=2, progress=False)[name]
         for i, t in enumerate(texts):
             tokens, _ = encode(model, [t])
             _, cache = model.run_with_cache(tokens, names_filter=name)
             torch.testing.assert_close(acts[i], cache[name][0, -1], atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(mean[i], cache[name][0, 1:].mean(0), atol=1e-4, rtol=1e-4)
-        every = collect_activations(model, texts, layers=[6], position="all", progress=False)[name]
+        every = collect_activations(model, texts, layers=[6], position="all", batch_size=2, progress=False)[name]
         assert [len(x) for x in every] == [len(encode(model, [t])[0][0]) for t in texts]
 
     def test_bad_inputs_are_clear_errors(self, model):
