@@ -17,6 +17,13 @@ does the work; removing them from the response alone does not. Prompt-only at al
 perplexity 1.04x; prompt-only at layers 6-21: 0.49x, 1.07x (both chosen looking at these prompts). On the
 mild training prompts (``--split train``, unsteered 0.039) PaCE raises offensiveness: default 1.49x,
 prompt-only 1.56x.
+
+Model-written stimuli (``data/concepts/stimuli.jsonl``, ``stimuli="model"``), evaluation prompts: read at
+the concept word (``atom_position="word"``, 2 CPU cores) 0.070 (0.53x), perplexity 1.06x; prompt-only
+0.067 (0.51x), 1.02x. Read as the token mean (on one H100; the frames' default and prompt-only settings
+gave the same 0.52x / 0.49x there as on the CPU) 0.103 (0.78x), 1.01x; prompt-only 0.110 (0.83x), 1.00x.
+So where a stimulus is read matters, and the frames and the model's own sentences, read at the concept
+word, do about equally well: neither reaches 0.45x.
 """
 
 from __future__ import annotations
@@ -44,6 +51,16 @@ SETTINGS = {
     "pace_prompt": ("pace", {"positions": "prompt"}),
     "pace_prompt_a0.02": ("pace", {"positions": "prompt", "alpha": 0.02}),
     "pace_prompt_L6-21": ("pace", {"positions": "prompt", "layers": [6, 9, 12, 15, 18, 21]}),
+    # the same with the model-written stimuli (data/concepts/stimuli.jsonl), read as a token mean, at the last
+    # token or at the concept word
+    "model": ("pace", {"stimuli": "model", "atom_position": "mean"}),
+    "model_last": ("pace", {"stimuli": "model", "atom_position": "last"}),
+    "model_prompt": ("pace", {"stimuli": "model", "atom_position": "mean", "positions": "prompt"}),
+    "model_prompt_last": ("pace", {"stimuli": "model", "atom_position": "last", "positions": "prompt"}),
+    "model_word": ("pace", {"stimuli": "model", "atom_position": "word"}),
+    "model_word_prompt": ("pace", {"stimuli": "model", "atom_position": "word", "positions": "prompt"}),
+    "model_a0.02": ("pace", {"stimuli": "model", "atom_position": "mean", "alpha": 0.02}),
+    "model_L6-21": ("pace", {"stimuli": "model", "atom_position": "mean", "layers": [6, 9, 12, 15, 18, 21]}),
 }
 
 

@@ -123,7 +123,8 @@ def cmd_dictionary(args: argparse.Namespace) -> int:
 
     model = load_model(verbose=False)
     layers = DEFAULT_LAYERS if args.layers is None else [int(x) for x in args.layers.split(",")]
-    dic = default_dictionary(model, n_concepts=args.concepts, layers=layers, stimuli=args.stimuli)
+    dic = default_dictionary(model, n_concepts=args.concepts, layers=layers, stimuli=args.stimuli,
+                             position=args.position)
     print(f"{len(dic.concepts)} concepts, layers {sorted(dic.atoms)}, settings {dic.settings}")
     for task, idx in dic.partitions.items():
         names = [dic.concepts[i] for i in idx]
@@ -167,7 +168,12 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "dictionary":
         p.add_argument("--concepts", type=int, default=None, help="first N concepts (default: all)")
         p.add_argument("--layers", default=None, help="comma-separated layers (default: 6,9,12,15,18,21)")
-        p.add_argument("--stimuli", default=None, help="stimuli JSONL (default: the shipped templates)")
+        p.add_argument("--stimuli", default="frames",
+                       help="'frames' (default: the shipped frames), 'model' (the shipped model-written "
+                            "sentences, data/concepts/stimuli.jsonl) or a stimuli JSONL path")
+        p.add_argument("--position", choices=("last", "mean", "word"), default="last",
+                       help="read each stimulus at its last token, as the mean over its tokens, or at the "
+                            "concept word")
 
 
 def main(argv: list[str] | None = None) -> int:

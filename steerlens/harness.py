@@ -50,7 +50,7 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
             "sentiment": {"layers": list(range(15, 30)), "k": 0.99},
             "truthfulqa": {"layers": list(range(10, 30)), "k": 0.998}},
     "pace": {t: {"layers": [9, 15, 21], "alpha": 0.05, "l1_ratio": 0.95, "n_concepts": None, "centre": True,
-                 "positions": "all"}
+                 "positions": "all", "stimuli": "frames", "atom_position": "last"}
              for t in TASKS},
     "recontrol": {t: {"alpha": 1.0, "n_steps": 10, "epochs": 40, "samples": 2} for t in TASKS},
 }
@@ -230,7 +230,8 @@ def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shi
         if not shipped:
             print("pace: the training prompts are not used; PaCE removes the concepts the curated partition "
                   "marks undesirable for the task (data/concepts/concepts.tsv)")
-        dic = default_dictionary(model, n_concepts=s["n_concepts"], progress=progress)
+        dic = default_dictionary(model, n_concepts=s["n_concepts"], stimuli=s["stimuli"],
+                                 position=s["atom_position"], progress=progress)
         if task not in dic.partitions:
             curated_partition(dic, task, tagged_concepts(TASK_GROUPS[task]))
         return PaCEEditor.from_dictionary(dic, task, layers=s["layers"], alpha=s["alpha"], l1_ratio=s["l1_ratio"],

@@ -103,3 +103,23 @@ class TestGenerationAndCollection:
 def models_chat(model, text):
     from steerlens import format_chat
     return format_chat(model.tokenizer, text)
+
+
+def test_dictionary_from_a_stimuli_file_read_at_the_concept_word(model, tmp_path, monkeypatch):
+    from steerlens.methods.pace import default_dictionary
+
+    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
+    path = tmp_path / "stimuli.jsonl"
+    rows = {"rain": ["Heavy rains fell all night.", "I like the rain in spring."],
+            "idiot": ["He called me an idiot today.", "The idiot left early."]}
+    path.write_text("".join(f'{{"concept": "{c}", "stimuli": {s!r}}}\n'.replace("'", '"') for c, s in rows.items()))
+    word = default_dictionary(model, stimuli=path, position="word", layers=[6], progress=False)
+    mean = default_dictionary(model, stimuli=path, position="mean", layers=[6], progress=False)
+    cut = {"rain": ["Heavy rains", "I like the rain"], "idiot": ["He called me an idiot", "The idiot"]}
+    for i, c in enumerate(word.concepts):
+        acts = collect_activations(model, cut[c], layers=[6], position="last", progress=False)
+        torch.testing.assert_close(word.atoms[6][i], acts["blocks.6.hook_resid_post"].mean(0), atol=1e-4, rtol=1e-4)
+        full = collect_activations(model, rows[c], layers=[6], position="mean", progress=False)
+        torch.testing.assert_close(mean.atoms[6][i], full["blocks.6.hook_resid_post"].mean(0), atol=1e-4, rtol=1e-4)
+    assert word.partitions["detox"] == [word.concepts.index("idiot")]
+    assert len(list((tmp_path / "dictionaries").iterdir())) == 2  # each reading has its own cache entry

@@ -1,5 +1,9 @@
 """PaCE on tensors and on a tiny random model: identity, removal, partitions, persistence, KV cache."""
 
+import importlib.util
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,6 +15,7 @@ from steerlens.methods.pace import (
     curated_partition,
     read_stimuli,
     shipped_concepts,
+    stimuli_path,
     tagged_concepts,
     template_stimuli,
 )
@@ -172,3 +177,58 @@ class TestShippedConcepts:
             read_stimuli(p)
         p.write_text('{"concept": "a", "stimuli": ["x a"]}\n')
         assert read_stimuli(p) == {"a": ["x a"]}
+
+    def test_shipped_model_stimuli_cover_the_concept_list_in_order(self):
+        stim = read_stimuli(stimuli_path("model"))
+        assert list(stim) == shipped_concepts()  # same order, so every prefix keeps the task concepts
+        counts = [len(v) for v in stim.values()]
+        assert sum(n >= 10 for n in counts) >= 3090 and min(counts) >= 1
+        for c, sentences in stim.items():
+            assert len(set(sentences)) == len(sentences)
+            assert all(c.lower() in s.lower() for s in sentences), c
+
+    def test_stimuli_path(self, tmp_path):
+        assert stimuli_path("frames") is None
+        assert stimuli_path("model").name == "stimuli.jsonl"
+        with pytest.raises(FileNotFoundError, match="'frames', 'model' or a JSONL path"):
+            stimuli_path(tmp_path / "missing.jsonl")
+
+
+def stimuli_tool():
+    path = Path(__file__).parents[1] / "tools" / "generate_stimuli.py"
+    spec = importlib.util.spec_from_file_location("generate_stimuli", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestStimuliTool:
+    def test_keep_uses_of_the_word_and_drops_talk_about_it(self):
+        keep = stimuli_tool().keep
+        assert keep("cat", "Two cats sat on the warm mat.")  # inflection
+        assert not keep("art", "We start the day early.")  # inside another word
+        assert not keep("mean", "A mean is a verb used in maths.")  # about the word
+        assert not keep("idiot", "I'm sorry, I cannot write idiot.")  # refusal
+        assert keep("word", "She kept her word to the end.")  # the concept itself may be a meta word
+        assert not keep("dog", "Dog.")  # too short
+
+    def test_refilter_drops_short_rows_and_rewrites(self, tmp_path):
+        p = tmp_path / "s.jsonl"
+        rows = [{"concept": "cat", "stimuli": ["The cat sleeps all day.", "Cats sound like a noun.",
+                                                "My cat likes fish."]},
+                {"concept": "dog", "stimuli": ["The dog barks loudly."]}]
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        kept = stimuli_tool().refilter(p, 2)
+        assert list(kept) == ["cat"] and kept["cat"]["stimuli"] == ["The cat sleeps all day.", "My cat likes fish."]
+        assert [json.loads(x)["concept"] for x in p.read_text().splitlines()] == ["cat"]
+
+
+def test_cut_after_word(tiny, tmp_path):
+    from steerlens.methods.pace import cut_after_word, default_dictionary
+
+    assert cut_after_word("cat", ["Two Cats sat down.", "A dog.", "The concatenated cat ran."]) == [
+        "Two Cats", "The concatenated cat"]
+    p = tmp_path / "s.jsonl"
+    p.write_text('{"concept": "cat", "stimuli": ["A dog barked."]}\n')
+    with pytest.raises(ValueError, match="uses the concept word"):
+        default_dictionary(tiny, stimuli=p, position="word")

@@ -17,6 +17,7 @@ a forward pass at once (the reference code instead runs a dense least-squares so
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,32 +161,71 @@ def read_stimuli(path: str | Path) -> dict[str, list[str]]:
     return out
 
 
+def cut_after_word(concept: str, sentences: Sequence[str]) -> list[str]:
+    """Each sentence up to the end of its first use of ``concept`` (a suffix such as -s or -ed included);
+    sentences that do not use it are dropped."""
+    word = re.compile(rf"(?<![a-zA-Z]){re.escape(concept)}[a-zA-Z]*", re.I)
+    return [s[:m.end()] for s in sentences if (m := word.search(s)) is not None]
+
+
 DEFAULT_LAYERS = (6, 9, 12, 15, 18, 21)
 
 
+def stimuli_path(stimuli: str | Path) -> Path | None:
+    """``"frames"`` -> None (the shipped frames), ``"model"`` -> the shipped model-written stimuli
+    (``data/concepts/stimuli.jsonl``), anything else -> that JSONL file."""
+    if stimuli == "frames":
+        return None
+    path = data_dir() / "concepts" / "stimuli.jsonl" if stimuli == "model" else Path(stimuli)
+    if not path.is_file():
+        raise FileNotFoundError(f"No stimuli file at {path}; use stimuli='frames', 'model' or a JSONL path "
+                                "(see tools/generate_stimuli.py)")
+    return path
+
+
 def default_dictionary(model: Any, n_concepts: int | None = None, layers: Sequence[int] = DEFAULT_LAYERS,
-                       stimuli: str | Path | None = None, progress: bool = True) -> ConceptDictionary:
-    """The shipped concept dictionary for ``model``: built once (templated or ``stimuli`` file, last
-    token, the given layers), then loaded from ``cache_dir()/dictionaries``; partitions for the shipped
-    tasks are added by the curated partitioner (``detox``, ``sentiment``)."""
+                       stimuli: str | Path | None = "frames", position: str = "last",
+                       progress: bool = True) -> ConceptDictionary:
+    """The shipped concept dictionary for ``model``: built once, then loaded from
+    ``cache_dir()/dictionaries``; partitions for the shipped tasks are added by the curated partitioner
+    (``detox``, ``sentiment``, ``truthfulqa``).
+
+    ``stimuli``: ``"frames"`` (default; the concept as the last word of ten fixed frames), ``"model"``
+    (sentences the default model wrote, ``data/concepts/stimuli.jsonl``) or a stimuli JSONL path.
+    ``position``: where each stimulus is read: ``"last"`` token, ``"mean"`` over its tokens, or ``"word"``:
+    at the concept word itself (each sentence cut after its first use of the word, inflections included,
+    then read at its last token). The atom is the mean over the concept's stimuli. The frames end with
+    the concept, so ``"last"`` and ``"word"`` read them alike.
+    """
     import hashlib
 
     from ..models import cache_dir
 
-    if stimuli is None:
+    path_ = stimuli_path("frames" if stimuli is None else stimuli)
+    if path_ is None:
         stim = template_stimuli(shipped_concepts(n_concepts))
     else:
-        stim = read_stimuli(stimuli)
+        stim = read_stimuli(path_)
         stim = dict(list(stim.items())[:n_concepts])
+    reading = position
+    if position == "word":
+        stim = {c: cut_after_word(c, texts) for c, texts in stim.items()}
+        unused = [c for c, texts in stim.items() if not texts]
+        if unused:
+            raise ValueError(f"No stimulus of {unused[:5]} uses the concept word; fix the stimuli or read them "
+                             "with position='mean'")
+        position = "last"
     layers = check_layers(list(layers), model.cfg.n_layers)
-    key = hashlib.sha256(json.dumps([stim, layers, ModelSpec.of(model).name]).encode()).hexdigest()[:12]
+    parts: list[Any] = [stim, layers, ModelSpec.of(model).name] + ([] if position == "last" else [position])
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
     path = cache_dir() / "dictionaries" / f"{ModelSpec.of(model).name}-{len(stim)}-{key}"
     if (path / "dictionary.json").is_file():
         dic = ConceptDictionary.load(path)
         dic.model.check(model, "cached concept dictionary")
     else:
-        dic = ConceptDictionary.build(model, stim, layers, position="last", batch_size=64, progress=progress)
-        dic.settings["stimuli"] = "templates (data/concepts/frames.txt)" if stimuli is None else str(stimuli)
+        dic = ConceptDictionary.build(model, stim, layers, position=position, batch_size=64, progress=progress)
+        dic.settings["stimuli"] = "templates (data/concepts/frames.txt)" if path_ is None else str(path_)
+        dic.settings["position"] = reading
         dic.save(path)
     for task, group in TASK_GROUPS.items():
         words = tagged_concepts(group)
