@@ -232,3 +232,18 @@ def test_cut_after_word(tiny, tmp_path):
     p.write_text('{"concept": "cat", "stimuli": ["A dog barked."]}\n')
     with pytest.raises(ValueError, match="uses the concept word"):
         default_dictionary(tiny, stimuli=p, position="word")
+
+
+def test_expand_partition_adds_the_nearest_neighbours(tiny):
+    from steerlens.methods.pace import expand_partition
+
+    dic = dictionary(tiny, k=12)
+    a = dic.atoms[1]
+    direction = torch.randn(a.shape[1], generator=torch.Generator().manual_seed(5)) * 20
+    for i in (0, 1, 7):  # 0 and 1 undesirable; 7 shares their direction, the others do not
+        a[i] += direction
+    dic.set_partition("t", [0, 1])
+    assert expand_partition(dic, "t", 1, layer=1) == [0, 1, 7]
+    assert len(expand_partition(dic, "t", 100, layer=1)) == 12  # never more than the dictionary holds
+    with pytest.raises(ValueError, match="partition it first"):
+        expand_partition(dic, "other", 3, layer=1)

@@ -273,6 +273,22 @@ def similarity_partition(model: Any, dictionary: ConceptDictionary, task: str, d
     return dictionary.set_partition(task, sims.topk(min(top_n, len(sims))).indices.tolist())
 
 
+def expand_partition(dictionary: ConceptDictionary, task: str, n: int, layer: int) -> list[int]:
+    """Grow ``task``'s undesirable concepts by their ``n`` nearest neighbours: the other concepts whose
+    atoms (centred on the mean atom) are most cosine-similar to the mean of the undesirable ones."""
+    if task not in dictionary.partitions or not dictionary.partitions[task]:
+        raise ValueError(f"No undesirable concepts for task {task!r} to expand; partition it first")
+    if layer not in dictionary.atoms:
+        raise ValueError(f"The dictionary has no atoms at layer {layer}; it has {sorted(dictionary.atoms)}")
+    atoms = dictionary.atoms[layer]
+    centred = atoms - atoms.mean(0)
+    undesirable = dictionary.partitions[task]
+    sims = torch.nn.functional.cosine_similarity(centred, centred[undesirable].mean(0)[None], dim=-1)
+    sims[undesirable] = -torch.inf
+    extra = sims.topk(min(n, len(sims) - len(undesirable))).indices.tolist()
+    return dictionary.set_partition(task, [*undesirable, *extra])
+
+
 # -- the editor -----------------------------------------------------------------------------------------
 @register
 class PaCEEditor(Editor):
