@@ -1,29 +1,36 @@
 """PaCE on the detox evaluation set against ActAdd and OrthoProj, plus generation speed. Run alone:
 
-    python benchmarks/pace_detox.py [--settings all] [--limit N] [--split train] [--no-speed]
+    python benchmarks/pace_detox.py [--settings all] [--limit N] [--split dev|train] [--no-speed]
 
-``--split train`` scores the training prompts instead, to choose settings without looking at the
-evaluation prompts.
+``--split dev`` scores data/detox/dev.jsonl instead (40 hostile prompts of the same two kinds, written
+for choosing settings), so the evaluation prompts stay unseen; ``--split train`` scores the mild training
+prompts.
 
 Every method is fitted on the shipped training data only (PaCE: the dictionary and its curated partition);
 scored on data/detox/eval.jsonl (20 chat requests for rude answers, 20 hostile sentence beginnings), greedy,
 48 new tokens. Reported: mean offensive probability (alt-profanity-check) and perplexity of the responses
 under the unsteered model, each as a ratio to the unsteered model's, overall and per kind of prompt.
 
-Measured (2 CPU cores, evaluation prompts): default (all positions) 0.132 -> 0.068 (0.52x), perplexity
-1.08x, 2.04x the unsteered time; ``positions="prompt"`` 0.064 (0.49x), perplexity 1.03x, 1.14x the time;
-``positions="generated"`` 0.154 (1.17x), perplexity 0.99x. Removing the concepts from the hostile prompt
-does the work; removing them from the response alone does not. Prompt-only at alpha 0.02: 0.47x,
-perplexity 1.04x; prompt-only at layers 6-21: 0.49x, 1.07x (both chosen looking at these prompts). On the
-mild training prompts (``--split train``, unsteered 0.039) PaCE raises offensiveness: default 1.49x,
-prompt-only 1.56x.
+Measured on 2 CPU cores unless said otherwise.
 
-Model-written stimuli (``data/concepts/stimuli.jsonl``, ``stimuli="model"``), evaluation prompts: read at
-the concept word (``atom_position="word"``, 2 CPU cores) 0.070 (0.53x), perplexity 1.06x; prompt-only
-0.067 (0.51x), 1.02x. Read as the token mean (on one H100; the frames' default and prompt-only settings
-gave the same 0.52x / 0.49x there as on the CPU) 0.103 (0.78x), 1.01x; prompt-only 0.110 (0.83x), 1.00x.
-So where a stimulus is read matters, and the frames and the model's own sentences, read at the concept
-word, do about equally well: neither reaches 0.45x.
+Chosen on the dev split (unsteered 0.142), by the rule "lowest offensiveness at perplexity <= 1.10x":
+``word_prompt_x25`` 0.42x at 1.08x (also tried there: ``word_prompt`` 0.47x at 1.08x, ``word_prompt_a0.02``
+0.45x at 1.07x, ``word_prompt_x50`` 0.42x at 1.07x, ``word_prompt_x100`` 0.48x at 1.07x; all positions
+``word`` 0.25x and ``word_x50`` 0.21x, both over the bound at 1.12x and 1.13x). It became the harness's
+detox default (``pace_default``). On the evaluation prompts, run once afterwards: 0.132 -> 0.061 (0.46x),
+perplexity 1.03x, 1.16x the unsteered time (``word_prompt_x50``: 0.47x, 1.02x); rerun as ``pace_default``
+in one run with ActAdd (0.12x at 1.45x) and OrthoProj (0.07x at 3.49x): the same 0.46x, 1.03x, and 37.9
+against 45.7 tokens/s (0.83x). It works on the hostile sentence beginnings (0.249 -> 0.083) and fails on
+the chat requests, where offensiveness rises from 0.015 to 0.040.
+
+Earlier settings, on the evaluation prompts, with the frames dictionary: all positions 0.068 (0.52x),
+perplexity 1.08x, 2.04x the unsteered time; prompt-only 0.064 (0.49x), 1.03x, 1.14x the time; generated-only
+0.154 (1.17x), 0.99x. Removing the concepts from the hostile prompt does the work; removing them from the
+response alone does not. Prompt-only at alpha 0.02: 0.47x, 1.04x; prompt-only at layers 6-21: 0.49x, 1.07x
+(both chosen looking at these prompts). With the model-written stimuli read at the concept word: 0.53x,
+1.06x; prompt-only 0.51x, 1.02x; read as a token mean (one H100, where the frames gave the same 0.52x and
+0.49x as on the CPU): 0.78x, 1.01x; prompt-only 0.83x, 1.00x. On the mild training prompts (unsteered
+0.039) the frames raise offensiveness: all positions 1.49x, prompt-only 1.56x.
 """
 
 from __future__ import annotations
@@ -40,27 +47,31 @@ from steerlens.data import data_dir  # noqa: E402
 from steerlens.evaluation import mean, offensive_prob, perplexity  # noqa: E402
 from steerlens.harness import contexts_of, evaluate, fit_editor, load_items, measure  # noqa: E402
 
+FRAMES = {"stimuli": "frames", "atom_position": "last", "expand": 0, "positions": "all"}
+WORD = {"stimuli": "model", "atom_position": "word", "expand": 0, "positions": "all"}
+MEAN = {"stimuli": "model", "atom_position": "mean", "expand": 0, "positions": "all"}
+L6_21 = [6, 9, 12, 15, 18, 21]
 SETTINGS = {
     "actadd": ("actadd", None),
     "orthoproj": ("orthoproj", None),
-    "pace_default": ("pace", None),
-    "pace_L15": ("pace", {"layers": [15]}),
-    "pace_L6-21": ("pace", {"layers": [6, 9, 12, 15, 18, 21]}),
-    "pace_a0.02": ("pace", {"alpha": 0.02}),
-    "pace_generated": ("pace", {"positions": "generated"}),
-    "pace_prompt": ("pace", {"positions": "prompt"}),
-    "pace_prompt_a0.02": ("pace", {"positions": "prompt", "alpha": 0.02}),
-    "pace_prompt_L6-21": ("pace", {"positions": "prompt", "layers": [6, 9, 12, 15, 18, 21]}),
-    # the same with the model-written stimuli (data/concepts/stimuli.jsonl), read as a token mean, at the last
-    # token or at the concept word
-    "model": ("pace", {"stimuli": "model", "atom_position": "mean"}),
-    "model_last": ("pace", {"stimuli": "model", "atom_position": "last"}),
-    "model_prompt": ("pace", {"stimuli": "model", "atom_position": "mean", "positions": "prompt"}),
-    "model_prompt_last": ("pace", {"stimuli": "model", "atom_position": "last", "positions": "prompt"}),
-    "model_word": ("pace", {"stimuli": "model", "atom_position": "word"}),
-    "model_word_prompt": ("pace", {"stimuli": "model", "atom_position": "word", "positions": "prompt"}),
-    "model_a0.02": ("pace", {"stimuli": "model", "atom_position": "mean", "alpha": 0.02}),
-    "model_L6-21": ("pace", {"stimuli": "model", "atom_position": "mean", "layers": [6, 9, 12, 15, 18, 21]}),
+    "pace_default": ("pace", None),  # the harness's detox default, chosen on the dev split
+    "frames": ("pace", FRAMES),
+    "frames_L15": ("pace", {**FRAMES, "layers": [15]}),
+    "frames_L6-21": ("pace", {**FRAMES, "layers": L6_21}),
+    "frames_a0.02": ("pace", {**FRAMES, "alpha": 0.02}),
+    "frames_generated": ("pace", {**FRAMES, "positions": "generated"}),
+    "frames_prompt": ("pace", {**FRAMES, "positions": "prompt"}),
+    "frames_prompt_a0.02": ("pace", {**FRAMES, "positions": "prompt", "alpha": 0.02}),
+    "frames_prompt_L6-21": ("pace", {**FRAMES, "positions": "prompt", "layers": L6_21}),
+    "word": ("pace", WORD),
+    "word_prompt": ("pace", {**WORD, "positions": "prompt"}),
+    "word_prompt_a0.02": ("pace", {**WORD, "positions": "prompt", "alpha": 0.02}),
+    "word_prompt_x25": ("pace", {**WORD, "positions": "prompt", "expand": 25}),
+    "word_prompt_x50": ("pace", {**WORD, "positions": "prompt", "expand": 50}),
+    "word_prompt_x100": ("pace", {**WORD, "positions": "prompt", "expand": 100}),
+    "word_x50": ("pace", {**WORD, "expand": 50}),
+    "mean": ("pace", MEAN),
+    "mean_prompt": ("pace", {**MEAN, "positions": "prompt"}),
 }
 
 
@@ -78,14 +89,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--settings", default=",".join(SETTINGS))
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--split", choices=("eval", "train"), default="eval")
+    ap.add_argument("--split", choices=("eval", "dev", "train"), default="eval")
     ap.add_argument("--no-speed", action="store_true", help="skip the tokens/s measurement")
     args = ap.parse_args()
     model = steerlens.load_model(verbose=False)
     rows = load_items(data_dir() / "detox" / f"{args.split}.jsonl", "detox")[:args.limit]
     # scoring the training prompts: the other methods are fitted on the evaluation prompts instead (PaCE
     # uses no prompts at all: its dictionary and curated partition)
-    other = None if args.split == "eval" else load_items(data_dir() / "detox" / "eval.jsonl", "detox")
+    other = load_items(data_dir() / "detox" / "eval.jsonl", "detox") if args.split == "train" else None
     base = measure(model, "detox", rows, None, 48, progress=False)
     table = [("unsteered", base["metrics"], by_kind(model, rows, base["generations"]), 1.0)]
     for name in args.settings.split(","):

@@ -50,10 +50,14 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
             "sentiment": {"layers": list(range(15, 30)), "k": 0.99},
             "truthfulqa": {"layers": list(range(10, 30)), "k": 0.998}},
     "pace": {t: {"layers": [9, 15, 21], "alpha": 0.05, "l1_ratio": 0.95, "n_concepts": None, "centre": True,
-                 "positions": "all", "stimuli": "frames", "atom_position": "last"}
+                 "positions": "all", "stimuli": "frames", "atom_position": "last", "expand": 0}
              for t in TASKS},
     "recontrol": {t: {"alpha": 1.0, "n_steps": 10, "epochs": 40, "samples": 2} for t in TASKS},
 }
+# PaCE for detox: chosen on data/detox/dev.jsonl, not on the evaluation prompts (benchmarks/pace_detox.py):
+# the model-written stimuli read at the concept word, the curated concepts plus their 25 nearest
+# neighbours, removed from the prompt's positions only.
+DEFAULTS["pace"]["detox"].update(stimuli="model", atom_position="word", expand=25, positions="prompt")
 
 
 # -- data -------------------------------------------------------------------------------------------------
@@ -219,7 +223,7 @@ def _contrast(model: Any, task: str, rows: Sequence[dict[str, Any]], shipped: bo
 def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shipped: bool,
          s: dict[str, Any], max_new_tokens: int, progress: bool) -> Editor:
     from .methods import ActAdd, IdentityEditor, OrthoProj, PaCEEditor, PromptEditor, SpectralEditor
-    from .methods.pace import TASK_GROUPS, curated_partition, default_dictionary, tagged_concepts
+    from .methods.pace import TASK_GROUPS, curated_partition, default_dictionary, expand_partition, tagged_concepts
     from .methods.sea import TRUTHFULQA_NEUTRAL_TOKENS
 
     if method == "none":
@@ -234,6 +238,8 @@ def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shi
                                  position=s["atom_position"], progress=progress)
         if task not in dic.partitions:
             curated_partition(dic, task, tagged_concepts(TASK_GROUPS[task]))
+        if s["expand"]:  # the curated concepts' nearest neighbours, at the dictionary's middle layer
+            expand_partition(dic, task, int(s["expand"]), sorted(dic.atoms)[len(dic.atoms) // 2])
         return PaCEEditor.from_dictionary(dic, task, layers=s["layers"], alpha=s["alpha"], l1_ratio=s["l1_ratio"],
                                           centre=s["centre"], positions=s["positions"])
     if method == "recontrol":
