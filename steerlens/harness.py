@@ -341,7 +341,10 @@ def evaluate(model: Any, method: str, task: str, prompts: str | Path | Sequence[
         "seconds": {"steered": steered["seconds"], "unsteered": base["seconds"]},
         "generations": {"steered": steered["generations"], "unsteered": base["generations"]},
         "fit_seconds": fit_seconds,
-        "settings": {**{k: v for k, v in editor.settings.items() if k != "concepts"}, "layers": list(editor.layers)},
+        # the method's settings (e.g. PaCE's stimuli and partition, which the editor does not keep), then
+        # the fitted editor's own
+        "settings": {**settings_for(method, task, model, settings),
+                     **{k: v for k, v in editor.settings.items() if k != "concepts"}, "layers": list(editor.layers)},
     }
 
 

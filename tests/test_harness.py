@@ -104,7 +104,7 @@ def test_eval_cli_writes_the_json_contract(tmp_path):
                  "--max-new-tokens", "6", "--json", str(out), "--set", "alpha=0.5"]) == 0
     r = json.loads(out.read_text())
     assert SCHEMA <= set(r)
-    assert r["settings"]["alpha"] == 0.5
+    assert r["settings"]["alpha"] == 0.5 and r["settings"]["layers"] == [15]
     assert (r["method"], r["task"], r["n"]) == ("actadd", "sentiment", 2)
     for side in ("steered", "unsteered"):
         assert {"offensive_prob", "vader_compound", "perplexity", "diversity"} <= set(r[side])
@@ -130,6 +130,8 @@ def test_every_method_runs_on_detox(model, method, monkeypatch, tmp_path):
     r = harness.evaluate(model, method, "detox", rows, train if method == "recontrol" else None,
                          max_new_tokens=5, settings=quick, progress=False)
     assert r["n"] == 2 and len(r["generations"]["steered"]) == 2
+    if method == "pace":  # the result records the method's settings, not only the editor's
+        assert (r["settings"]["stimuli"], r["settings"]["expand"], r["settings"]["n_concepts"]) == ("model", 25, 150)
     if method == "none":
         assert r["generations"]["steered"] == r["generations"]["unsteered"]
 
