@@ -1,6 +1,7 @@
 """Integration tests on the real default model (SmolLM2-135M-Instruct, loaded offline from the GGUF)."""
 
 import importlib.util
+import json
 
 import pytest
 import torch
@@ -112,7 +113,7 @@ def test_dictionary_from_a_stimuli_file_read_at_the_concept_word(model, tmp_path
     path = tmp_path / "stimuli.jsonl"
     rows = {"rain": ["Heavy rains fell all night.", "I like the rain in spring."],
             "idiot": ["He called me an idiot today.", "The idiot left early."]}
-    path.write_text("".join(f'{{"concept": "{c}", "stimuli": {s!r}}}\n'.replace("'", '"') for c, s in rows.items()))
+    path.write_text("".join(json.dumps({"concept": c, "stimuli": s}) + "\n" for c, s in rows.items()))
     word = default_dictionary(model, stimuli=path, position="word", layers=[6], progress=False)
     mean = default_dictionary(model, stimuli=path, position="mean", layers=[6], progress=False)
     cut = {"rain": ["Heavy rains", "I like the rain"], "idiot": ["He called me an idiot", "The idiot"]}

@@ -136,7 +136,9 @@ def main() -> None:
                 f.write(json.dumps({"concept": c, "stimuli": found[c][: args.per_concept],
                                     "generator": f"{name}, sampled T=0.9 top-p 0.95"}) + "\n")
     order = {c: i for i, c in enumerate(concepts)}
-    rows = sorted(refilter(out, 1).values(), key=lambda r: order.get(r["concept"], len(order)))
+    # every stimulus in the file has passed `keep` by now: drop concepts that got none, sort, write once
+    rows = [r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines()) if r["stimuli"]]
+    rows.sort(key=lambda r: order.get(r["concept"], len(order)))
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     short = [r["concept"] for r in rows if len(r["stimuli"]) < args.min_stimuli]
     print(f"{len(rows)} concepts, {sum(len(r['stimuli']) for r in rows)} stimuli; {len(short)} with fewer than "

@@ -201,11 +201,11 @@ def default_dictionary(model: Any, n_concepts: int | None = None, layers: Sequen
 
     from ..models import cache_dir
 
-    path_ = stimuli_path("frames" if stimuli is None else stimuli)
-    if path_ is None:
+    source = stimuli_path("frames" if stimuli is None else stimuli)
+    if source is None:
         stim = template_stimuli(shipped_concepts(n_concepts))
     else:
-        stim = read_stimuli(path_)
+        stim = read_stimuli(source)
         stim = dict(list(stim.items())[:n_concepts])
     reading = position
     if position == "word":
@@ -216,6 +216,7 @@ def default_dictionary(model: Any, n_concepts: int | None = None, layers: Sequen
                              "with position='mean'")
         position = "last"
     layers = check_layers(list(layers), model.cfg.n_layers)
+    # the last-token reading keeps the key it had before readings existed, so cached dictionaries stay valid
     parts: list[Any] = [stim, layers, ModelSpec.of(model).name] + ([] if position == "last" else [position])
     key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
     path = cache_dir() / "dictionaries" / f"{ModelSpec.of(model).name}-{len(stim)}-{key}"
@@ -224,7 +225,7 @@ def default_dictionary(model: Any, n_concepts: int | None = None, layers: Sequen
         dic.model.check(model, "cached concept dictionary")
     else:
         dic = ConceptDictionary.build(model, stim, layers, position=position, batch_size=64, progress=progress)
-        dic.settings["stimuli"] = "templates (data/concepts/frames.txt)" if path_ is None else str(path_)
+        dic.settings["stimuli"] = "templates (data/concepts/frames.txt)" if source is None else str(source)
         dic.settings["position"] = reading
         dic.save(path)
     for task, group in TASK_GROUPS.items():
