@@ -52,12 +52,16 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "pace": {t: {"layers": [9, 15, 21], "alpha": 0.05, "l1_ratio": 0.95, "n_concepts": None, "centre": True,
                  "positions": "all", "stimuli": "frames", "atom_position": "last", "expand": 0}
              for t in TASKS},
-    "recontrol": {t: {"alpha": 1.0, "n_steps": 10, "epochs": 40, "samples": 2} for t in TASKS},
+    "recontrol": {t: {"alpha": 1.0, "n_steps": 10, "max_norm": None, "epochs": 40, "samples": 2, "behaviours": []}
+                  for t in TASKS},
 }
 # PaCE for detox: chosen on data/detox/dev.jsonl, not on the evaluation prompts (benchmarks/pace_detox.py):
 # the model-written stimuli read at the concept word, the curated concepts plus their 25 nearest
 # neighbours, removed from the prompt's positions only.
 DEFAULTS["pace"]["detox"].update(stimuli="model", atom_position="word", expand=25, positions="prompt")
+# A second behaviour policy for RE-Control's rollouts (setting ``behaviours``: system prompts), tried in
+# benchmarks/recontrol_sentiment.py; not a default: its gain on sentiment did not survive a change of seeds.
+GLOOMY = "You are a gloomy assistant. Always answer in a cold, negative and pessimistic way."
 
 
 # -- data -------------------------------------------------------------------------------------------------
@@ -260,10 +264,14 @@ def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shi
 def _fit_recontrol(model: Any, task: str, rows: Sequence[dict[str, Any]], s: dict[str, Any], max_new_tokens: int,
                    progress: bool) -> Editor:
     """Rollouts on the training prompts scored by the task reward (TruthfulQA: the best answer, reward 1,
-    and the incorrect answers, reward 0, teacher-forced), then TD value training."""
+    and the incorrect answers, reward 0, teacher-forced), then TD value training. ``behaviours``: system
+    prompts under which the chat prompts are rolled out once more per sample (see ``rollout``)."""
     from .methods.recontrol import Rollouts, ValueController, rollout, teacher_forced, train_value
 
     if task == "truthfulqa":
+        if s["behaviours"]:
+            raise ValueError("TruthfulQA's value net is trained on given answers (teacher forcing), not "
+                             "rollouts: behaviours do not apply; leave them empty")
         prompts, answers, rewards = [], [], []
         for r in rows:
             for a, rew in [(r["best"], 1.0)] + [(x, 0.0) for x in r["incorrect"]]:
@@ -275,12 +283,18 @@ def _fit_recontrol(model: Any, task: str, rows: Sequence[dict[str, Any]], s: dic
         positions = "all"
     else:
         parts = []
+        chat_rows = [r["prompt"] for r in rows if "prompt" in r]
+        if s["behaviours"] and not chat_rows:
+            raise ValueError("RE-Control's behaviours are system prompts: they need chat rows ('prompt')")
         for k in range(s["samples"]):
             for chat in (True, False):
                 sel = [r["prompt" if chat else "prefix"] for r in rows if ("prompt" if chat else "prefix") in r]
                 if sel:
                     parts.append(rollout(model, sel, max_new_tokens, chat=chat, seed=100 * k + chat,
                                          progress=progress))
+            for j, system in enumerate(s["behaviours"]):
+                parts.append(rollout(model, chat_rows, max_new_tokens, seed=100 * k + 7 + j, system=system,
+                                     progress=progress))
         ro = Rollouts([p for r in parts for p in r.prompts], [x for r in parts for x in r.responses],
                       [x for r in parts for x in r.states])
         ro.rewards = [float(x) for x in reward_fn(task)(ro.responses)]
@@ -289,7 +303,8 @@ def _fit_recontrol(model: Any, task: str, rows: Sequence[dict[str, Any]], s: dic
     if curves["val_corr"]:
         print(f"recontrol: value net on held-out training prompts: corr(V(s_t), reward) "
               f"{curves['val_corr'][-1]:+.2f} (near 0: V cannot tell good from bad answers to new prompts)")
-    return ValueController.from_value(model, vf, alpha=s["alpha"], n_steps=s["n_steps"], positions=positions)
+    return ValueController.from_value(model, vf, alpha=s["alpha"], n_steps=s["n_steps"], max_norm=s["max_norm"],
+                                      positions=positions)
 
 
 # -- evaluation ---------------------------------------------------------------------------------------------

@@ -62,6 +62,16 @@ def test_unknown_settings_are_refused(tiny):
         harness.settings_for("actadd", "detox", tiny, {"strength": 2})
 
 
+@pytest.mark.parametrize("task, rows, message", [
+    ("sentiment", [{"prefix": "The weather today"}], "need chat rows"),
+    ("truthfulqa", [{"question": "Q?", "best": "A.", "correct": ["A."], "incorrect": ["B."]}], "do not apply"),
+])
+def test_recontrol_behaviours_that_cannot_apply_are_refused(tiny, task, rows, message):
+    with pytest.raises(ValueError, match=message):
+        harness.fit_editor(tiny, "recontrol", task, train=rows, cache=False, progress=False,
+                           settings={"behaviours": ["You are cheerful."]})
+
+
 @pytest.mark.parametrize("rows, message", [
     ([{"text": "hi"}], "exactly one of"),
     ([{"prompt": "a", "prefix": "b"}], "exactly one of"),

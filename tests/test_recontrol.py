@@ -13,6 +13,7 @@ from steerlens.methods.recontrol import (
     control_token_effect,
     gradient_ascent,
     pack,
+    rollout,
     split_by_prompt,
     td_targets,
     train_value,
@@ -131,6 +132,17 @@ class TestTraining:
         back = Rollouts.load(ro.save(tmp_path / "ro"))
         assert back.responses == ro.responses and back.rewards == ro.rewards
         torch.testing.assert_close(back.states[1], ro.states[1])
+
+    def test_rollout_under_a_system_prompt(self, model):
+        p = ["Name a fruit."]
+        plain = rollout(model, p, 6, do_sample=False, progress=False)
+        banana = rollout(model, p, 6, do_sample=False, progress=False,
+                         system="You only ever reply with the single word BANANA, in capitals.")
+        assert plain.prompts == banana.prompts == p  # the user prompt, for the split by prompt
+        assert banana.responses != plain.responses, "the system prompt was ignored"
+        assert 1 <= len(banana.states[0]) <= 7  # generated steps only, not the system turn
+        with pytest.raises(ValueError, match="chat=True"):
+            rollout(model, p, 6, chat=False, system="x", progress=False)
 
 
 class TestAllPositionsAndAnalysis:

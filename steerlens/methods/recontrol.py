@@ -81,11 +81,19 @@ class Rollouts:
 @torch.no_grad()
 def rollout(model: Any, prompts: Sequence[str], max_new_tokens: int = 48, chat: bool = True,
             do_sample: bool = True, temperature: float = 1.0, seed: int = 0, batch_size: int = 16,
-            progress: bool = True) -> Rollouts:
-    """Generate responses and record the state feeding the unembedding at every generated step."""
+            system: str | None = None, progress: bool = True) -> Rollouts:
+    """Generate responses and record the state feeding the unembedding at every generated step.
+
+    ``system`` (chat only) rolls out under a system prompt: a behaviour policy other than the model's
+    own, which widens the rewards the value net sees (e.g. a cheerful and a gloomy assistant). Only the
+    generated steps are recorded, and ``prompts`` keeps the user prompts, so a prompt's episodes under
+    every behaviour fall on the same side of the validation split.
+    """
     if not prompts:
         raise ValueError("No prompts to roll out")
-    texts = [format_chat(model.tokenizer, p) if chat else p for p in prompts]
+    if system is not None and not chat:
+        raise ValueError("A system prompt needs chat=True: raw text has no system turn")
+    texts = [format_chat(model.tokenizer, p, system=system) if chat else p for p in prompts]
     states: list[torch.Tensor] = []
     responses: list[str] = []
     for start in tqdm(range(0, len(texts), batch_size), desc="rollouts", disable=not progress, unit="batch"):
