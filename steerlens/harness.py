@@ -57,8 +57,9 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 # PaCE for detox: chosen on data/detox/dev.jsonl, not on the evaluation prompts (benchmarks/pace_detox.py):
 # the model-written stimuli read at the concept word, the curated concepts plus their 25 nearest
-# neighbours, removed from the prompt's positions only.
-DEFAULTS["pace"]["detox"].update(stimuli="model", atom_position="word", expand=25, positions="prompt")
+# neighbours, removed from the prompt's positions only, at six layers.
+DEFAULTS["pace"]["detox"].update(stimuli="model", atom_position="word", expand=25, positions="prompt",
+                                 layers=[6, 9, 12, 15, 18, 21])
 # A second behaviour policy for RE-Control's rollouts (setting ``behaviours``: system prompts), tried in
 # benchmarks/recontrol_sentiment.py; not a default: its gain on sentiment did not survive a change of seeds.
 GLOOMY = "You are a gloomy assistant. Always answer in a cold, negative and pessimistic way."
