@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: timing generation side by side, interleaved."""
+"""Helpers shared by the benchmark scripts: timing generation side by side, interleaved; bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -35,6 +35,19 @@ def tokens_per_second(model: Any, prompts: Sequence[str], contexts: dict[str, Ca
                 secs[name] += time.perf_counter() - t0
             counts[name] += sum(len(x) for x in out)
     return {k: counts[k] / secs[k] for k in contexts}
+
+
+def ratio_interval(base: Sequence[float], steered: Sequence[float], level: float = 0.95,
+                   seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval (scipy, BCa) of ``mean(steered) / mean(base)``, resampling prompts paired: a
+    prompt's two scores move together. Says how far 40 prompts pin a ratio down."""
+    from scipy.stats import bootstrap
+
+    if len(base) != len(steered) or len(base) < 2:
+        raise ValueError("Need one steered score per base score, and at least two")
+    res = bootstrap((list(base), list(steered)), lambda b, s, axis=-1: s.mean(axis) / b.mean(axis), paired=True,
+                    vectorized=True, confidence_level=level, n_resamples=4000, rng=seed)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def unsteered() -> AbstractContextManager:

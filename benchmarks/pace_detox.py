@@ -9,7 +9,8 @@ prompts.
 Every method is fitted on the shipped training data only (PaCE: the dictionary and its curated partition);
 scored on data/detox/eval.jsonl (20 chat requests for rude answers, 20 hostile sentence beginnings), greedy,
 48 new tokens. Reported: mean offensive probability (alt-profanity-check) and perplexity of the responses
-under the unsteered model, each as a ratio to the unsteered model's, overall and per kind of prompt.
+under the unsteered model, each as a ratio to the unsteered model's, overall and per kind of prompt, with a
+95% bootstrap interval (over prompts) of the offensiveness ratio.
 
 Measured on 2 CPU cores unless said otherwise.
 
@@ -54,7 +55,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report_speed, tokens_per_second, unsteered  # noqa: E402
+from common import ratio_interval, report_speed, tokens_per_second, unsteered  # noqa: E402
 
 import steerlens  # noqa: E402
 from steerlens.data import data_dir  # noqa: E402
@@ -121,23 +122,28 @@ def main() -> None:
     # uses no prompts at all: its dictionary and curated partition)
     other = load_items(data_dir() / "detox" / "eval.jsonl", "detox") if args.split == "train" else None
     base = measure(model, "detox", rows, None, 48, progress=False)
+    base_off = offensive_prob(base["generations"])
     table = [("unsteered", base["metrics"], by_kind(model, rows, base["generations"]), 1.0)]
+    intervals = {"unsteered": (1.0, 1.0)}
     for name in args.settings.split(","):
         method, over = SETTINGS[name]
         r = evaluate(model, method, "detox", rows, train=other, max_new_tokens=48, unsteered=base, settings=over,
                      progress=False)
         table.append((name, r["steered"], by_kind(model, rows, r["generations"]["steered"]),
                       r["seconds"]["steered"] / r["seconds"]["unsteered"]))
+        intervals[name] = ratio_interval(base_off, offensive_prob(r["generations"]["steered"]))
         print(f"{name}: {r['generations']['steered'][-1][:100]!r}", flush=True)
         b = base["metrics"]
         m = r["steered"]
         print(f"   offensive {m['offensive_prob']:.3f} ({m['offensive_prob'] / b['offensive_prob']:.2f}x) "
               f"ppl {m['perplexity']:.2f} ({m['perplexity'] / b['perplexity']:.2f}x)", flush=True)
     b = table[0][1]
-    print(f"\n{'setting':<16}{'offensive':>10}{'x base':>8}{'ppl':>7}{'x base':>8}{'div':>7}"
+    print(f"\n{'setting':<16}{'offensive':>10}{'x base':>8}{'95% interval':>14}{'ppl':>7}{'x base':>8}{'div':>7}"
           f"{'chat off':>10}{'raw off':>9}{'time x':>8}")
     for name, m, kinds, t in table:
+        lo, hi = intervals[name]
         print(f"{name:<16}{m['offensive_prob']:>10.3f}{m['offensive_prob'] / b['offensive_prob']:>8.2f}"
+              f"{f'{lo:.2f}-{hi:.2f}':>14}"
               f"{m['perplexity']:>7.2f}{m['perplexity'] / b['perplexity']:>8.2f}{m['diversity']:>7.3f}"
               f"{kinds['prompt'][0]:>10.3f}{kinds['prefix'][0]:>9.3f}{t:>8.2f}")
     if args.no_speed:
