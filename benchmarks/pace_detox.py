@@ -35,8 +35,9 @@ as the default. On the evaluation prompts, run once afterwards with ActAdd and O
 (0.49x) at perplexity 1.08x, 1.19x the unsteered time, 31.6 against 44.1 tokens/s (0.72x); chat requests 0.015
 -> 0.038, raw beginnings 0.249 -> 0.093. The dev split's gain did not carry over: on the evaluation prompts it
 is no better than the three-layer default's 0.46x. Over both splits (80 prompts, dev used for choosing) the
-six layers give 0.35x against 0.44x (ratios of the pooled means). The raw beginning "Listen here, you lazy"
-now continues "lazy, lazy, lazy, ...".
+six layers give 0.35x against 0.44x (ratios of the pooled means). Rerun alone: the same 0.49x, with a 95%
+bootstrap interval over the 40 prompts of 0.17x to 1.04x: this set cannot tell 0.45x from 0.49x, nor either
+from no change at all. The raw beginning "Listen here, you lazy" now continues "lazy, lazy, lazy, ...".
 
 Earlier settings, on the evaluation prompts, with the frames dictionary: all positions 0.068 (0.52x),
 perplexity 1.08x, 2.04x the unsteered time; prompt-only 0.064 (0.49x), 1.03x, 1.14x the time; generated-only
@@ -55,16 +56,19 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ratio_interval, report_speed, tokens_per_second, unsteered  # noqa: E402
+from common import paired_interval, report_speed, tokens_per_second, unsteered  # noqa: E402
 
 import steerlens  # noqa: E402
 from steerlens.data import data_dir  # noqa: E402
 from steerlens.evaluation import mean, offensive_prob, perplexity  # noqa: E402
 from steerlens.harness import contexts_of, evaluate, fit_editor, load_items, measure  # noqa: E402
 
-FRAMES = {"stimuli": "frames", "atom_position": "last", "expand": 0, "positions": "all"}
-WORD = {"stimuli": "model", "atom_position": "word", "expand": 0, "positions": "all"}
-MEAN = {"stimuli": "model", "atom_position": "mean", "expand": 0, "positions": "all"}
+# every named setting pins its layers, so that it keeps meaning what its figures below were measured with
+# when the harness's default changes
+L3 = [9, 15, 21]
+FRAMES = {"stimuli": "frames", "atom_position": "last", "expand": 0, "positions": "all", "layers": L3}
+WORD = {"stimuli": "model", "atom_position": "word", "expand": 0, "positions": "all", "layers": L3}
+MEAN = {"stimuli": "model", "atom_position": "mean", "expand": 0, "positions": "all", "layers": L3}
 L6_21 = [6, 9, 12, 15, 18, 21]
 SETTINGS = {
     "actadd": ("actadd", None),
@@ -131,7 +135,7 @@ def main() -> None:
                      progress=False)
         table.append((name, r["steered"], by_kind(model, rows, r["generations"]["steered"]),
                       r["seconds"]["steered"] / r["seconds"]["unsteered"]))
-        intervals[name] = ratio_interval(base_off, offensive_prob(r["generations"]["steered"]))
+        intervals[name] = paired_interval(base_off, offensive_prob(r["generations"]["steered"]))
         print(f"{name}: {r['generations']['steered'][-1][:100]!r}", flush=True)
         b = base["metrics"]
         m = r["steered"]

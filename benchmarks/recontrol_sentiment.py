@@ -3,7 +3,8 @@
 
     python benchmarks/recontrol_sentiment.py [--samples 2] [--epochs 40]
 
-Reported per setting: mean VADER compound of the responses, diversity, perplexity under the unsteered
+Reported per setting: mean VADER compound of the responses (with a 95% bootstrap interval over prompts of
+its change), diversity, perplexity under the unsteered
 model, and generation tokens/s (greedy, 48 new tokens, measured in the same run).
 
 Figures (2 CPU cores, ``--samples 4``: 320 rollouts of the 80 training prompts; 40 eval prompts):
@@ -34,11 +35,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report_speed, tokens_per_second, unsteered  # noqa: E402
+from common import paired_interval, report_speed, tokens_per_second, unsteered  # noqa: E402
 
 import steerlens  # noqa: E402
 from steerlens.data import contrast_pairs, data_dir, read_jsonl  # noqa: E402
-from steerlens.evaluation import text_metrics  # noqa: E402
+from steerlens.evaluation import text_metrics, vader_compound  # noqa: E402
 from steerlens.generation import format_chat  # noqa: E402
 from steerlens.harness import GLOOMY, SYSTEM_PROMPTS  # noqa: E402
 from steerlens.methods.recontrol import (  # noqa: E402
@@ -74,6 +75,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--sweep", default=";".join(SWEEP), help="alpha,n[,max_norm];... (max_norm bounds ||u||)")
     ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0, help="value training seed (init, batches, split)")
+    ap.add_argument("--no-speed", action="store_true", help="skip the tokens/s measurement")
     ap.add_argument("--behaviour", default="", help="extra chat rollouts under system prompts: "
                     + ", ".join(BEHAVIOURS) + " (comma-separated)")
     args = ap.parse_args()
@@ -116,12 +119,13 @@ def main() -> None:
     r = torch.tensor(ro.rewards)
     print(f"{len(ro.states)} rollouts, {sum(len(s) for s in ro.states)} states, reward mean {r.mean():+.3f} "
           f"std {r.std():.3f} ({time.perf_counter() - t0:.0f} s)")
-    vf, curves = train_value(ro, hidden=args.hidden, n_layers=2, epochs=args.epochs, lr=1e-3, progress=False)
+    vf, curves = train_value(ro, hidden=args.hidden, n_layers=2, epochs=args.epochs, lr=1e-3, seed=args.seed,
+                             progress=False)
     print(f"value training: train loss {curves['train'][0]:.4f} -> {curves['train'][-1]:.4f}, "
           f"val loss {curves['val'][0]:.4f} -> {curves['val'][-1]:.4f} (min {min(curves['val']):.4f}); "
           f"held-out prompts: corr(V(s_t), reward) {curves['val_corr'][-1]:+.3f}")
     if len(sets) > 1:  # the same held-out prompts (train_value's split, same seed), base-policy episodes only
-        _, val = split_by_prompt(ro.prompts, 0.2, torch.Generator().manual_seed(0))
+        _, val = split_by_prompt(ro.prompts, 0.2, torch.Generator().manual_seed(args.seed))
         val = [i for i in val.tolist() if i < len(sets[0].states)]
         with torch.no_grad():
             v = torch.cat([vf(ro.states[i]) for i in val])
@@ -131,11 +135,14 @@ def main() -> None:
     rows = []
     base = respond(model, eval_chat, eval_raw)
     rows.append(("unsteered", text_metrics(model, contexts, base)))
+    base_vader = vader_compound(base)
+    intervals = {"unsteered": (0.0, 0.0)}
     pos, neg = contrast_pairs("sentiment")
     actadd = steerlens.ActAdd.fit(model, pos, neg, layers=[15], alpha=0.3, progress=False)
     with actadd.apply(model):
         gen = respond(model, eval_chat, eval_raw)
     rows.append(("actadd L15 a0.3", text_metrics(model, contexts, gen)))
+    intervals["actadd L15 a0.3"] = paired_interval(base_vader, vader_compound(gen), "difference")
     controllers = {}
     for spec in args.sweep.split(";"):
         alpha, n, *bound = spec.split(",")
@@ -146,14 +153,20 @@ def main() -> None:
         with ctl.apply(model):
             gen = respond(model, eval_chat, eval_raw)
         rows.append((name, text_metrics(model, contexts, gen)))
+        intervals[name] = paired_interval(base_vader, vader_compound(gen), "difference")
         print(f"  {name}: {gen[0][:100]!r}", flush=True)
 
     b = rows[0][1]
-    print(f"\n{'setting':<30}{'VADER':>8}{'dVADER':>8}{'diversity':>10}{'div/base':>9}{'ppl':>8}{'ppl/base':>9}")
+    print(f"\n{'setting':<30}{'VADER':>8}{'dVADER':>8}{'95% interval':>16}{'diversity':>10}{'div/base':>9}"
+          f"{'ppl':>8}{'ppl/base':>9}")
     for name, m in rows:
+        lo, hi = intervals[name]
         print(f"{name:<30}{m['vader_compound']:>8.3f}{m['vader_compound'] - b['vader_compound']:>+8.3f}"
+              f"{f'{lo:+.2f} to {hi:+.2f}':>16}"
               f"{m['diversity']:>10.3f}{m['diversity'] / b['diversity']:>9.3f}{m['perplexity']:>8.2f}"
               f"{m['perplexity'] / b['perplexity']:>9.3f}")
+    if args.no_speed:
+        return
     best = max(controllers, key=lambda k: dict(rows)[k]["vader_compound"])
     contexts_speed = {"unsteered": unsteered, best: lambda: controllers[best].apply(model)}
     tps = tokens_per_second(model, eval_chat[:8], contexts_speed, max_new_tokens=MAX_NEW, repeats=2)
