@@ -22,7 +22,10 @@ a8 |u|<=5 +0.189 @1.30, a8 |u|<=6 +0.308 @1.55, a16 |u|<=4 +0.173 @1.15, a16 |u|
 best bounded setting, a8 |u|<=4, refitted through ``steerlens eval --set`` with other rollout seeds:
 +0.091 @1.12 (2 samples per prompt and behaviour), +0.062 @1.30 (4 samples). So the gain over the base
 policy's rollouts is within the spread of the rollouts' seeds, and at best half the +0.40 target; the sweep
-was read on the eval set itself.
+was read on the eval set itself. On the benchmark's own rollouts the value net's seed matters little
+(``--seed 0/1/2``, a8 |u|<=4): +0.192 @1.15 (95% interval +0.03 to +0.40), +0.174 @1.14 (+0.03 to +0.36),
++0.178 @1.23 (+0.03 to +0.37), held-out corr +0.25/+0.38/+0.22; ActAdd +0.543 (+0.36 to +0.76) @1.78. The
+rollouts' sample, not the value net's training, sets the result.
 """
 
 from __future__ import annotations
