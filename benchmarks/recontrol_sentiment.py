@@ -44,7 +44,7 @@ import steerlens  # noqa: E402
 from steerlens.data import contrast_pairs, data_dir, read_jsonl  # noqa: E402
 from steerlens.evaluation import text_metrics, vader_compound  # noqa: E402
 from steerlens.generation import format_chat  # noqa: E402
-from steerlens.harness import GLOOMY, SYSTEM_PROMPTS  # noqa: E402
+from steerlens.harness import SYSTEM_PROMPTS  # noqa: E402
 from steerlens.methods.recontrol import (  # noqa: E402
     Rollouts,
     ValueController,
@@ -58,7 +58,8 @@ SWEEP = ["1,10", "2,10", "4,10", "8,10", "4,10,3", "8,10,4", "8,10,5"]
 MAX_NEW = 48
 # behaviour policies for extra rollouts: the same training prompts under a system prompt, to widen the
 # rewards the value net sees (the base policy's responses are mostly near-neutral)
-BEHAVIOURS = {"cheerful": SYSTEM_PROMPTS["sentiment"], "gloomy": GLOOMY}
+BEHAVIOURS = {"cheerful": SYSTEM_PROMPTS["sentiment"],
+              "gloomy": "You are a gloomy assistant. Always answer in a cold, negative and pessimistic way."}
 
 
 def split(rows):

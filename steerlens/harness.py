@@ -60,9 +60,8 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 # neighbours, removed from the prompt's positions only, at six layers.
 DEFAULTS["pace"]["detox"].update(stimuli="model", atom_position="word", expand=25, positions="prompt",
                                  layers=[6, 9, 12, 15, 18, 21])
-# A second behaviour policy for RE-Control's rollouts (setting ``behaviours``: system prompts), tried in
-# benchmarks/recontrol_sentiment.py; not a default: its gain on sentiment did not survive a change of seeds.
-GLOOMY = "You are a gloomy assistant. Always answer in a cold, negative and pessimistic way."
+# RE-Control's ``behaviours`` (system prompts for extra rollouts) stay empty by default: on sentiment their
+# gain depended on which rollouts were drawn (benchmarks/recontrol_sentiment.py).
 
 
 # -- data -------------------------------------------------------------------------------------------------
