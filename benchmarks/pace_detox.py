@@ -9,8 +9,8 @@ prompts.
 Every method is fitted on the shipped training data only (PaCE: the dictionary and its curated partition);
 scored on data/detox/eval.jsonl (20 chat requests for rude answers, 20 hostile sentence beginnings), greedy,
 48 new tokens. Reported: mean offensive probability (alt-profanity-check) and perplexity of the responses
-under the unsteered model, each as a ratio to the unsteered model's, overall and per kind of prompt, with a
-95% bootstrap interval (over prompts) of the offensiveness ratio.
+under the unsteered model, each as a ratio to the unsteered model's, with a 95% bootstrap interval (over
+prompts) of the offensiveness ratio and the offensiveness per kind of prompt.
 
 Measured on 2 CPU cores unless said otherwise.
 
@@ -60,8 +60,8 @@ from common import paired_interval, report_speed, tokens_per_second, unsteered  
 
 import steerlens  # noqa: E402
 from steerlens.data import data_dir  # noqa: E402
-from steerlens.evaluation import mean, offensive_prob, perplexity  # noqa: E402
-from steerlens.harness import contexts_of, evaluate, fit_editor, load_items, measure  # noqa: E402
+from steerlens.evaluation import mean, offensive_prob  # noqa: E402
+from steerlens.harness import evaluate, fit_editor, load_items, measure  # noqa: E402
 
 # every named setting pins its layers, so that it keeps meaning what its figures below were measured with
 # when the harness's default changes
@@ -103,14 +103,9 @@ SETTINGS = {
 }
 
 
-def by_kind(model, rows, gens):
-    out = {}
-    for kind in ("prompt", "prefix"):
-        idx = [i for i, r in enumerate(rows) if kind in r]
-        sub = [rows[i] for i in idx]
-        out[kind] = (mean(offensive_prob([gens[i] for i in idx])),
-                     perplexity(model, contexts_of(model, sub), [gens[i] for i in idx]))
-    return out
+def by_kind(rows, scores):
+    """Mean per-response score for the chat requests (``prompt``) and the raw beginnings (``prefix``)."""
+    return {kind: mean([x for r, x in zip(rows, scores, strict=True) if kind in r]) for kind in ("prompt", "prefix")}
 
 
 def main() -> None:
@@ -127,15 +122,15 @@ def main() -> None:
     other = load_items(data_dir() / "detox" / "eval.jsonl", "detox") if args.split == "train" else None
     base = measure(model, "detox", rows, None, 48, progress=False)
     base_off = offensive_prob(base["generations"])
-    table = [("unsteered", base["metrics"], by_kind(model, rows, base["generations"]), 1.0)]
+    table = [("unsteered", base["metrics"], by_kind(rows, base_off), 1.0)]
     intervals = {"unsteered": (1.0, 1.0)}
     for name in args.settings.split(","):
         method, over = SETTINGS[name]
         r = evaluate(model, method, "detox", rows, train=other, max_new_tokens=48, unsteered=base, settings=over,
                      progress=False)
-        table.append((name, r["steered"], by_kind(model, rows, r["generations"]["steered"]),
-                      r["seconds"]["steered"] / r["seconds"]["unsteered"]))
-        intervals[name] = paired_interval(base_off, offensive_prob(r["generations"]["steered"]))
+        off = offensive_prob(r["generations"]["steered"])
+        table.append((name, r["steered"], by_kind(rows, off), r["seconds"]["steered"] / r["seconds"]["unsteered"]))
+        intervals[name] = paired_interval(base_off, off)
         print(f"{name}: {r['generations']['steered'][-1][:100]!r}", flush=True)
         b = base["metrics"]
         m = r["steered"]
@@ -149,7 +144,7 @@ def main() -> None:
         print(f"{name:<16}{m['offensive_prob']:>10.3f}{m['offensive_prob'] / b['offensive_prob']:>8.2f}"
               f"{f'{lo:.2f}-{hi:.2f}':>14}"
               f"{m['perplexity']:>7.2f}{m['perplexity'] / b['perplexity']:>8.2f}{m['diversity']:>7.3f}"
-              f"{kinds['prompt'][0]:>10.3f}{kinds['prefix'][0]:>9.3f}{t:>8.2f}")
+              f"{kinds['prompt']:>10.3f}{kinds['prefix']:>9.3f}{t:>8.2f}")
     if args.no_speed:
         return
     pace = fit_editor(model, "pace", "detox", progress=False)
