@@ -50,7 +50,6 @@ from steerlens.methods.recontrol import (  # noqa: E402
     ValueController,
     rollout,
     sentiment_reward,
-    split_by_prompt,
     train_value,
 )
 
@@ -97,9 +96,7 @@ def main() -> None:
         path = out / name
         if (path / "rollouts.json").is_file():
             return Rollouts.load(path)
-        parts = make()
-        ro = Rollouts([p for r in parts for p in r.prompts], [x for r in parts for x in r.responses],
-                      [x for r in parts for x in r.states])
+        ro = Rollouts.concat(make())
         ro.rewards = list(reward(ro.responses))
         ro.save(path)
         return ro
@@ -118,8 +115,7 @@ def main() -> None:
             for s in range(args.samples)]))
         rb = torch.tensor(sets[-1].rewards)
         print(f"behaviour {b!r}: {len(rb)} rollouts, reward mean {rb.mean():+.3f} std {rb.std():.3f}")
-    ro = Rollouts([p for r in sets for p in r.prompts], [x for r in sets for x in r.responses],
-                  [x for r in sets for x in r.states], [x for r in sets for x in r.rewards])
+    ro = Rollouts.concat(sets)
     r = torch.tensor(ro.rewards)
     print(f"{len(ro.states)} rollouts, {sum(len(s) for s in ro.states)} states, reward mean {r.mean():+.3f} "
           f"std {r.std():.3f} ({time.perf_counter() - t0:.0f} s)")
@@ -128,9 +124,8 @@ def main() -> None:
     print(f"value training: train loss {curves['train'][0]:.4f} -> {curves['train'][-1]:.4f}, "
           f"val loss {curves['val'][0]:.4f} -> {curves['val'][-1]:.4f} (min {min(curves['val']):.4f}); "
           f"held-out prompts: corr(V(s_t), reward) {curves['val_corr'][-1]:+.3f}")
-    if len(sets) > 1:  # the same held-out prompts (train_value's split, same seed), base-policy episodes only
-        _, val = split_by_prompt(ro.prompts, 0.2, torch.Generator().manual_seed(args.seed))
-        val = [i for i in val.tolist() if i < len(sets[0].states)]
+    if len(sets) > 1:  # the same held-out prompts, base-policy episodes only
+        val = [i for i in curves["val_episodes"] if i < len(sets[0].states)]
         with torch.no_grad():
             v = torch.cat([vf(ro.states[i]) for i in val])
         rr = torch.cat([torch.full((len(ro.states[i]),), ro.rewards[i]) for i in val])

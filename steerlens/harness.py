@@ -284,19 +284,18 @@ def _fit_recontrol(model: Any, task: str, rows: Sequence[dict[str, Any]], s: dic
     else:
         parts = []
         chat_rows = [r["prompt"] for r in rows if "prompt" in r]
+        raw_rows = [r["prefix"] for r in rows if "prefix" in r]
         if s["behaviours"] and not chat_rows:
             raise ValueError("RE-Control's behaviours are system prompts: they need chat rows ('prompt')")
         for k in range(s["samples"]):
-            for chat in (True, False):
-                sel = [r["prompt" if chat else "prefix"] for r in rows if ("prompt" if chat else "prefix") in r]
+            for chat, sel in ((True, chat_rows), (False, raw_rows)):
                 if sel:
                     parts.append(rollout(model, sel, max_new_tokens, chat=chat, seed=100 * k + chat,
                                          progress=progress))
             for j, system in enumerate(s["behaviours"]):
                 parts.append(rollout(model, chat_rows, max_new_tokens, seed=100 * k + 7 + j, system=system,
                                      progress=progress))
-        ro = Rollouts([p for r in parts for p in r.prompts], [x for r in parts for x in r.responses],
-                      [x for r in parts for x in r.states])
+        ro = Rollouts.concat(parts)
         ro.rewards = [float(x) for x in reward_fn(task)(ro.responses)]
         positions = "last"
     vf, curves = train_value(ro, epochs=s["epochs"], progress=progress)

@@ -127,6 +127,24 @@ class TestTraining:
             corr[name] = curves["val_corr"][-1]
         assert corr["episode"] > 0.8 and abs(corr["prompt"]) < 0.4, corr
 
+    def test_concat_keeps_order_and_rewards_only_when_all_are_scored(self):
+        a = Rollouts(["a"], ["x"], [torch.ones(2, 4)], [0.5])
+        b = Rollouts(["b", "c"], ["y", "z"], [torch.zeros(3, 4), torch.zeros(1, 4)], [-0.5, 1.0])
+        both = Rollouts.concat([a, b])
+        assert both.prompts == ["a", "b", "c"] and both.responses == ["x", "y", "z"]
+        assert both.rewards == [0.5, -0.5, 1.0] and [len(s) for s in both.states] == [2, 3, 1]
+        assert Rollouts.concat([a, Rollouts(["d"], ["w"], [torch.ones(1, 4)])]).rewards == []
+
+    def test_validation_episodes_are_reported_and_whole_prompts(self):
+        g = torch.Generator().manual_seed(0)
+        ro = Rollouts([f"p{i // 3}" for i in range(30)], ["r"] * 30,
+                      [torch.randn(4, 8, generator=g) for _ in range(30)], [0.0] * 30)
+        _, curves = train_value(ro, hidden=8, epochs=1, progress=False)
+        val = set(curves["val_episodes"])
+        assert len(val) == 6  # 2 of the 10 prompts, 3 episodes each
+        held = {ro.prompts[i] for i in val}
+        assert all((ro.prompts[i] in held) == (i in val) for i in range(30))
+
     def test_rollouts_round_trip(self, tmp_path):
         ro = Rollouts(["a", "b"], ["x", "y"], [torch.ones(2, 4), torch.zeros(3, 4)], [0.5, -0.5])
         back = Rollouts.load(ro.save(tmp_path / "ro"))

@@ -71,6 +71,13 @@ class Rollouts:
         return path
 
     @classmethod
+    def concat(cls, parts: Sequence[Rollouts]) -> Rollouts:
+        """One set of rollouts from several, in order; rewards are kept only if every part has them."""
+        scored = all(len(r.rewards) == len(r.states) for r in parts)
+        return cls([p for r in parts for p in r.prompts], [x for r in parts for x in r.responses],
+                   [x for r in parts for x in r.states], [x for r in parts for x in r.rewards] if scored else [])
+
+    @classmethod
     def load(cls, path: str | Path) -> Rollouts:
         path = Path(path)
         meta = json.loads((path / "rollouts.json").read_text())
@@ -204,7 +211,8 @@ def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs
                 progress: bool = True) -> tuple[ValueFunction, dict[str, list[float]]]:
     """TD training (paper Eq. 6) with a validation split by prompt; returns the value function and curves.
 
-    ``curves``: ``train`` and ``val`` TD losses per epoch, and ``val_corr``, the correlation between
+    ``curves``: ``train`` and ``val`` TD losses per epoch, ``val_episodes`` (the indices of the validation
+    episodes), and ``val_corr``, the correlation between
     V(s_t) and the episode's reward over every real step of the validation episodes. The validation
     episodes come from held-out prompts (none when there are fewer than 5 distinct prompts), so ``val_corr``
     says whether V predicts the reward on prompts it has not seen, which is what test-time control needs.
@@ -222,7 +230,7 @@ def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs
     train, val = split_by_prompt(rollouts.prompts, val_fraction, g)
     vf = ValueFunction(x.shape[-1], hidden, n_layers)
     opt = torch.optim.Adam(vf.parameters(), lr=lr)
-    curves: dict[str, list[float]] = {"train": [], "val": [], "val_corr": []}
+    curves: dict[str, list[float]] = {"train": [], "val": [], "val_corr": [], "val_episodes": val.tolist()}
 
     def loss_on(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         v = vf(x[idx])
