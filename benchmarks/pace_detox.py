@@ -1,10 +1,11 @@
 """PaCE on the detox evaluation set against ActAdd and OrthoProj, plus generation speed. Run alone:
 
-    python benchmarks/pace_detox.py [--settings all] [--limit N] [--split dev|train] [--no-speed]
+    python benchmarks/pace_detox.py [--settings all] [--limit N] [--split dev|train|holdout] [--no-speed]
 
 ``--split dev`` scores data/detox/dev.jsonl instead (40 hostile prompts of the same two kinds, written
 for choosing settings), so the evaluation prompts stay unseen; ``--split train`` scores the mild training
-prompts.
+prompts; ``--split holdout`` scores data/detox/holdout.jsonl (80 more prompts of the two kinds, written after
+the default was fixed, to be scored once with ``--settings pace_default,actadd,orthoproj``).
 
 Every method is fitted on the shipped training data only (PaCE: the dictionary and its curated partition);
 scored on data/detox/eval.jsonl (20 chat requests for rude answers, 20 hostile sentence beginnings), greedy,
@@ -112,7 +113,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--settings", default=",".join(SETTINGS))
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--split", choices=("eval", "dev", "train"), default="eval")
+    ap.add_argument("--split", choices=("eval", "dev", "train", "holdout"), default="eval")
     ap.add_argument("--no-speed", action="store_true", help="skip the tokens/s measurement")
     args = ap.parse_args()
     model = steerlens.load_model(verbose=False)
