@@ -40,6 +40,19 @@ six layers give 0.35x against 0.44x (ratios of the pooled means). Rerun alone: t
 bootstrap interval over the 40 prompts of 0.17x to 1.04x: this set cannot tell 0.45x from 0.49x, nor either
 from no change at all. The raw beginning "Listen here, you lazy" now continues "lazy, lazy, lazy, ...".
 
+Held-out split (80 prompts written after the default was fixed, scored once; unsteered 0.072, lower than the
+other splits, perplexity 2.59): the default 0.038 (0.53x, 95% interval 0.31x to 0.87x) at perplexity 1.03x,
+0.69x the unsteered tokens/s; chat requests 0.069 -> 0.022, raw beginnings 0.075 -> 0.055; diversity 0.672
+-> 0.588 (responses that repeat one phrase, diversity below 0.3: 25 against the unsteered model's 21).
+ActAdd 0.38x at 1.34x, OrthoProj 0.19x at 3.70x. Over the 120 prompts of eval and held-out: 0.51x.
+
+The baselines at matched perplexity. On the dev split, by the same rule (lowest offensiveness at perplexity
+<= 1.10x): ActAdd alpha 0.05 0.87x at 1.03x, 0.1 0.46x at 1.07x, **0.15 0.35x at 1.09x**, 0.2 0.17x at
+1.18x, 0.3 (its default) 0.12x at 1.36x; OrthoProj has no setting under the bound (layers 10-29 3.77x,
+layers 10-19 2.95x, 9/12/15 1.65x, 15 alone 1.66x). ActAdd alpha 0.15, chosen there, then scored once:
+eval 0.57x at 1.15x, held-out 0.72x at 1.09x (0.65x over the 120 prompts), against PaCE's 0.49x at 1.08x
+and 0.53x at 1.03x. PaCE beats both baselines at matched perplexity; it does not reach 0.45x.
+
 Earlier settings, on the evaluation prompts, with the frames dictionary: all positions 0.068 (0.52x),
 perplexity 1.08x, 2.04x the unsteered time; prompt-only 0.064 (0.49x), 1.03x, 1.14x the time; generated-only
 0.154 (1.17x), 0.99x. Removing the concepts from the hostile prompt does the work; removing them from the
@@ -74,6 +87,11 @@ L6_21 = [6, 9, 12, 15, 18, 21]
 SETTINGS = {
     "actadd": ("actadd", None),
     "orthoproj": ("orthoproj", None),
+    # the baselines at lower strength, to compare with PaCE at a matched perplexity
+    **{f"actadd_a{a}": ("actadd", {"alpha": a}) for a in (0.05, 0.1, 0.15, 0.2)},
+    "orthoproj_L15": ("orthoproj", {"layers": [15]}),
+    "orthoproj_L9-15": ("orthoproj", {"layers": [9, 12, 15]}),
+    "orthoproj_L10-19": ("orthoproj", {"layers": list(range(10, 20))}),
     "pace_default": ("pace", None),  # the harness's detox default, chosen on the dev split
     "frames": ("pace", FRAMES),
     "frames_L15": ("pace", {**FRAMES, "layers": [15]}),
