@@ -127,6 +127,31 @@ class TestTraining:
             corr[name] = curves["val_corr"][-1]
         assert corr["episode"] > 0.8 and abs(corr["prompt"]) < 0.4, corr
 
+    def test_early_stopping_returns_the_epoch_with_the_lowest_validation_loss(self):
+        """On the memorisable data above the validation TD loss rises once the net memorises the training
+        prompts; with ``keep_best`` the returned net must be the best epoch's, and by default the last one's."""
+        g = torch.Generator().manual_seed(1)
+        n_prompts, per = 60, 4
+        centres, signs = torch.randn(n_prompts, 64, generator=g), torch.randn(n_prompts, generator=g).sign()
+        states = [centres[i // per] + 0.1 * torch.randn(3, 64, generator=g) for i in range(n_prompts * per)]
+        ro = Rollouts([f"p{i // per}" for i in range(n_prompts * per)], ["r"] * len(states), states,
+                      [float(signs[i // per]) for i in range(n_prompts * per)])
+
+        def val_loss(vf, val):
+            x, m = pack([ro.states[i] for i in val])
+            with torch.no_grad():
+                v = vf(x)
+                return float((((v - td_targets(v, m, torch.tensor([ro.rewards[i] for i in val]))) ** 2) * m).sum()
+                             / m.sum())
+
+        vf, curves = train_value(ro, hidden=64, epochs=30, lr=3e-3, keep_best=True, progress=False)
+        best = min(range(30), key=curves["val"].__getitem__)
+        assert curves["best_epoch"] == best and best < 29  # it did overfit, so the test can tell them apart
+        assert val_loss(vf, curves["val_episodes"]) == pytest.approx(curves["val"][best], rel=1e-4)
+        last, curves = train_value(ro, hidden=64, epochs=30, lr=3e-3, progress=False)
+        assert curves["best_epoch"] is None
+        assert val_loss(last, curves["val_episodes"]) == pytest.approx(curves["val"][-1], rel=1e-4)
+
     def test_concat_keeps_order_and_rewards_only_when_all_are_scored(self):
         a = Rollouts(["a"], ["x"], [torch.ones(2, 4)], [0.5])
         b = Rollouts(["b", "c"], ["y", "z"], [torch.zeros(3, 4), torch.zeros(1, 4)], [-0.5, 1.0])

@@ -207,8 +207,8 @@ def split_by_prompt(prompts: Sequence[str], val_fraction: float, generator: torc
 
 
 def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs: int = 30, lr: float = 1e-3,
-                batch_size: int = 64, val_fraction: float = 0.2, seed: int = 0,
-                progress: bool = True) -> tuple[ValueFunction, dict[str, list[float]]]:
+                batch_size: int = 64, val_fraction: float = 0.2, seed: int = 0, keep_best: bool = False,
+                progress: bool = True) -> tuple[ValueFunction, dict[str, Any]]:
     """TD training (paper Eq. 6) with a validation split by prompt; returns the value function and curves.
 
     ``curves``: ``train`` and ``val`` TD losses per epoch, ``val_episodes`` (the indices of the validation
@@ -216,6 +216,11 @@ def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs
     V(s_t) and the episode's reward over every real step of the validation episodes. The validation
     episodes come from held-out prompts (none when there are fewer than 5 distinct prompts), so ``val_corr``
     says whether V predicts the reward on prompts it has not seen, which is what test-time control needs.
+    With ``keep_best`` (and a validation split) the returned net is the one after the epoch with the lowest
+    validation TD loss (early stopping; ``curves["best_epoch"]``, counted from 0), not the last one. It is off
+    by default: on the sentiment benchmark the early-stopped net predicted the reward better on held-out
+    prompts (correlation 0.42 against 0.37) but steered worse (-0.02 VADER against +0.17 at alpha 8,
+    ``max_norm`` 4), so a lower validation loss does not mean a more useful gradient.
     """
     if len(rollouts.rewards) != len(rollouts.states):
         raise ValueError("Rollouts need one reward per response: score them first")
@@ -230,14 +235,16 @@ def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs
     train, val = split_by_prompt(rollouts.prompts, val_fraction, g)
     vf = ValueFunction(x.shape[-1], hidden, n_layers)
     opt = torch.optim.Adam(vf.parameters(), lr=lr)
-    curves: dict[str, list[float]] = {"train": [], "val": [], "val_corr": [], "val_episodes": val.tolist()}
+    curves: dict[str, Any] = {"train": [], "val": [], "val_corr": [], "val_episodes": val.tolist(),
+                              "best_epoch": None}
+    best: dict[str, torch.Tensor] | None = None
 
     def loss_on(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         v = vf(x[idx])
         m = mask[idx]
         return (((v - td_targets(v, m, r[idx])) ** 2) * m).sum() / m.sum(), v
 
-    for _ in tqdm(range(epochs), desc="value training", disable=not progress):
+    for epoch in tqdm(range(epochs), desc="value training", disable=not progress):
         order = train[torch.randperm(len(train), generator=g)]
         total = 0.0
         for i in range(0, len(order), batch_size):
@@ -254,6 +261,11 @@ def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs
                 pairs = torch.stack([v[m], r[val, None].expand_as(m)[m]])  # V(s_t) and its episode's reward
                 curves["val"].append(float(loss))
                 curves["val_corr"].append(float(torch.corrcoef(pairs)[0, 1]))
+            if keep_best and curves["val"][-1] <= min(curves["val"]):
+                best = {k: t.clone() for k, t in vf.state_dict().items()}
+                curves["best_epoch"] = epoch
+    if best is not None:
+        vf.load_state_dict(best)
     return vf.eval(), curves
 
 
