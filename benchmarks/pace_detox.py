@@ -1,11 +1,14 @@
 """PaCE on the detox evaluation set against ActAdd and OrthoProj, plus generation speed. Run alone:
 
-    python benchmarks/pace_detox.py [--settings all] [--limit N] [--split dev|train|holdout] [--no-speed]
+    python benchmarks/pace_detox.py [--settings all] [--limit N] [--split eval,dev,train,holdout] [--versus SETTING]
+        [--no-speed]
 
 ``--split dev`` scores data/detox/dev.jsonl instead (40 hostile prompts of the same two kinds, written
 for choosing settings), so the evaluation prompts stay unseen; ``--split train`` scores the mild training
 prompts; ``--split holdout`` scores data/detox/holdout.jsonl (80 more prompts of the two kinds, written after
-the default was fixed, to be scored once with ``--settings pace_default,actadd,orthoproj``).
+the default was fixed, to be scored once with ``--settings pace_default,actadd,orthoproj``). Splits given
+together (``--split eval,holdout``) are scored as one set. ``--versus SETTING`` also prints each setting's
+offensiveness as a ratio to that setting's, with a paired 95% interval.
 
 Every method is fitted on the shipped training data only (PaCE: the dictionary and its curated partition);
 scored on data/detox/eval.jsonl (20 chat requests for rude answers, 20 hostile sentence beginnings), greedy,
@@ -51,7 +54,10 @@ The baselines at matched perplexity. On the dev split, by the same rule (lowest 
 1.18x, 0.3 (its default) 0.12x at 1.36x; OrthoProj has no setting under the bound (layers 10-29 3.77x,
 layers 10-19 2.95x, 9/12/15 1.65x, 15 alone 1.66x). ActAdd alpha 0.15, chosen there, then scored once:
 eval 0.57x at 1.15x, held-out 0.72x at 1.09x (0.65x over the 120 prompts), against PaCE's 0.49x at 1.08x
-and 0.53x at 1.03x. PaCE beats both baselines at matched perplexity; it does not reach 0.45x.
+and 0.53x at 1.03x. Both on the 120 prompts in one run (``--split eval,holdout --versus actadd_a0.15``):
+unsteered 0.092, PaCE 0.51x (95% interval 0.31x to 0.80x) at 1.05x, ActAdd 0.65x (0.44x to 0.87x) at 1.11x;
+PaCE / ActAdd 0.79x (0.53x to 1.13x). PaCE is ahead of both baselines at matched perplexity, though 120 prompts
+cannot rule out a tie with ActAdd; it does not reach 0.45x.
 
 Earlier settings, on the evaluation prompts, with the frames dictionary: all positions 0.068 (0.52x),
 perplexity 1.08x, 2.04x the unsteered time; prompt-only 0.064 (0.49x), 1.03x, 1.14x the time; generated-only
@@ -131,25 +137,36 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--settings", default=",".join(SETTINGS))
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--split", choices=("eval", "dev", "train", "holdout"), default="eval")
+    ap.add_argument("--split", default="eval", help="eval, dev, train or holdout; several, comma-separated, "
+                    "are scored as one set")
+    ap.add_argument("--versus", default=None, help="also print each setting's offensiveness ratio to this "
+                    "setting's, with its 95%% interval")
     ap.add_argument("--no-speed", action="store_true", help="skip the tokens/s measurement")
     args = ap.parse_args()
+    splits = args.split.split(",")
+    if not set(splits) <= {"eval", "dev", "train", "holdout"} or "train" in splits and len(splits) > 1:
+        ap.error(f"--split {args.split!r}: use eval, dev, train or holdout (train alone)")
+    names = args.settings.split(",")
+    if args.versus is not None and args.versus not in names:
+        ap.error(f"--versus {args.versus!r} must be one of --settings")
     model = steerlens.load_model(verbose=False)
-    rows = load_items(data_dir() / "detox" / f"{args.split}.jsonl", "detox")[:args.limit]
+    rows = [r for s in splits for r in load_items(data_dir() / "detox" / f"{s}.jsonl", "detox")][:args.limit]
     # scoring the training prompts: the other methods are fitted on the evaluation prompts instead (PaCE
     # uses no prompts at all: its dictionary and curated partition)
-    other = load_items(data_dir() / "detox" / "eval.jsonl", "detox") if args.split == "train" else None
+    other = load_items(data_dir() / "detox" / "eval.jsonl", "detox") if splits == ["train"] else None
     base = measure(model, "detox", rows, None, 48, progress=False)
     base_off = offensive_prob(base["generations"])
     table = [("unsteered", base["metrics"], by_kind(rows, base_off), 1.0)]
     intervals = {"unsteered": (1.0, 1.0)}
-    for name in args.settings.split(","):
+    scores = {}
+    for name in names:
         method, over = SETTINGS[name]
         r = evaluate(model, method, "detox", rows, train=other, max_new_tokens=48, unsteered=base, settings=over,
                      progress=False)
         off = offensive_prob(r["generations"]["steered"])
         table.append((name, r["steered"], by_kind(rows, off), r["seconds"]["steered"] / r["seconds"]["unsteered"]))
         intervals[name] = paired_interval(base_off, off)
+        scores[name] = off
         print(f"{name}: {r['generations']['steered'][-1][:100]!r}", flush=True)
         b = base["metrics"]
         m = r["steered"]
@@ -164,6 +181,13 @@ def main() -> None:
               f"{f'{lo:.2f}-{hi:.2f}':>14}"
               f"{m['perplexity']:>7.2f}{m['perplexity'] / b['perplexity']:>8.2f}{m['diversity']:>7.3f}"
               f"{kinds['prompt']:>10.3f}{kinds['prefix']:>9.3f}{t:>8.2f}")
+    if args.versus is not None:
+        ref = scores[args.versus]
+        for name in names:
+            if name != args.versus:
+                lo, hi = paired_interval(ref, scores[name])
+                print(f"{name} / {args.versus}: {mean(scores[name]) / mean(ref):.2f}x offensive "
+                      f"(95% interval {lo:.2f}-{hi:.2f})")
     if args.no_speed:
         return
     pace = fit_editor(model, "pace", "detox", progress=False)
