@@ -87,6 +87,15 @@ class TestController:
             assert generate_tokens(tiny, tokens, mask, max_new_tokens=6, stop_token_ids=[]) == a
 
 
+def memorisable(n_prompts: int, per: int) -> tuple[list[torch.Tensor], list[float]]:
+    """``per`` episodes of 3 states for each prompt, near that prompt's random centre; the reward is a random
+    sign per prompt, so it can be memorised but not predicted on a new prompt."""
+    g = torch.Generator().manual_seed(1)
+    centres, signs = torch.randn(n_prompts, 64, generator=g), torch.randn(n_prompts, generator=g).sign()
+    states = [centres[i // per] + 0.1 * torch.randn(3, 64, generator=g) for i in range(n_prompts * per)]
+    return states, [float(signs[i // per]) for i in range(n_prompts * per)]
+
+
 class TestTraining:
     def test_value_learns_a_reward_visible_in_the_states(self):
         g = torch.Generator().manual_seed(0)
@@ -114,11 +123,8 @@ class TestTraining:
         """A reward that depends only on which prompt it is (not on anything shared across prompts) can be
         memorised; split by episode, validation would call that a good value net, split by prompt it shows
         V does not predict the reward on new prompts."""
-        g = torch.Generator().manual_seed(1)
         n_prompts, per = 120, 4
-        centres, signs = torch.randn(n_prompts, 64, generator=g), torch.randn(n_prompts, generator=g).sign()
-        states = [centres[i // per] + 0.1 * torch.randn(3, 64, generator=g) for i in range(n_prompts * per)]
-        rewards = [float(signs[i // per]) for i in range(n_prompts * per)]
+        states, rewards = memorisable(n_prompts, per)
         corr = {}
         for name, prompts in [("prompt", [f"p{i // per}" for i in range(n_prompts * per)]),
                               ("episode", [f"e{i}" for i in range(n_prompts * per)])]:
@@ -130,12 +136,8 @@ class TestTraining:
     def test_early_stopping_returns_the_epoch_with_the_lowest_validation_loss(self):
         """On the memorisable data above the validation TD loss rises once the net memorises the training
         prompts; with ``keep_best`` the returned net must be the best epoch's, and by default the last one's."""
-        g = torch.Generator().manual_seed(1)
-        n_prompts, per = 60, 4
-        centres, signs = torch.randn(n_prompts, 64, generator=g), torch.randn(n_prompts, generator=g).sign()
-        states = [centres[i // per] + 0.1 * torch.randn(3, 64, generator=g) for i in range(n_prompts * per)]
-        ro = Rollouts([f"p{i // per}" for i in range(n_prompts * per)], ["r"] * len(states), states,
-                      [float(signs[i // per]) for i in range(n_prompts * per)])
+        states, rewards = memorisable(60, 4)
+        ro = Rollouts([f"p{i // 4}" for i in range(len(states))], ["r"] * len(states), states, rewards)
 
         def val_loss(vf, val):
             x, m = pack([ro.states[i] for i in val])
