@@ -56,6 +56,16 @@ class TestRemoval:
         assert c_after[0, bad].abs().max() < 0.1 * c[0, bad].abs().max()
         assert c_after[0, keep] == pytest.approx(float(c[0, keep]), rel=0.2)
 
+    def test_a_smaller_dictionary_keeps_the_undesirable_concepts_beyond_it(self, tiny):
+        dic = dictionary(tiny)
+        dic.set_partition("t", ["c1", "c10"])
+        ed = PaCEEditor.from_dictionary(dic, "t", [1], n_concepts=4, centre=False)
+        assert ed.settings["concepts"] == ["c0", "c1", "c2", "c3", "c10"]
+        assert ed.tensors["undesirable"].tolist() == [False, True, False, False, True]
+        torch.testing.assert_close(ed.tensors["atoms.1"][:, 4], dic.unit_atoms(1)[:, 10])
+        with pytest.raises(ValueError, match="at least 1"):
+            PaCEEditor.from_dictionary(dic, "t", [1], n_concepts=0)
+
     def test_centred_atoms_span_the_raw_atoms(self, tiny):
         dic = dictionary(tiny)
         dic.set_partition("t", [])

@@ -307,7 +307,8 @@ class PaCEEditor(Editor):
                         n_concepts: int | None = None, alpha: float = 0.05, l1_ratio: float = 0.95,
                         solver: Solver = "enet", n_nonzero: int = 32, centre: bool = True,
                         positions: str = "all") -> PaCEEditor:
-        """Build the editor from the first ``n_concepts`` atoms at each layer.
+        """Build the editor from the first ``n_concepts`` atoms at each layer, plus the task's undesirable
+        concepts wherever they rank (a smaller dictionary has fewer benign concepts, never fewer to remove).
 
         ``positions``: edit ``"all"`` positions, only the ``"prompt"`` or only the ``"generated"`` ones
         (the prompt's end is known inside ``steerlens.generate`` or ``steerlens.editing.prompt_span``).
@@ -328,15 +329,18 @@ class PaCEEditor(Editor):
                              "similarity_partition.")
         layers = check_layers(list(layers), dictionary.model.n_layers)
         k = len(dictionary.concepts) if n_concepts is None else min(n_concepts, len(dictionary.concepts))
-        mask = torch.zeros(k, dtype=torch.bool)
-        mask[[i for i in dictionary.partitions[task] if i < k]] = True
-        names = dictionary.concepts[:k]
+        if k < 1:
+            raise ValueError(f"n_concepts must be at least 1, not {n_concepts}")
+        undesirable = set(dictionary.partitions[task])
+        keep = sorted(set(range(k)) | undesirable)
+        mask = torch.tensor([i in undesirable for i in keep], dtype=torch.bool)
+        names = [dictionary.concepts[i] for i in keep]
         if centre:
             mask = torch.cat([torch.zeros(1, dtype=torch.bool), mask])
             names = [MEAN_ATOM, *names]
         tensors: dict[str, torch.Tensor] = {"undesirable": mask}
         for layer in layers:
-            raw = dictionary.atoms[layer][:k]
+            raw = dictionary.atoms[layer][keep]
             atoms = torch.cat([raw.mean(0, keepdim=True), raw - raw.mean(0)]) if centre else raw
             tensors[f"atoms.{layer}"] = (atoms / atoms.norm(dim=-1, keepdim=True).clamp_min(1e-12)).T.contiguous()
             tensors[f"sink_norm.{layer}"] = sink_threshold(raw.norm(dim=-1))
