@@ -59,6 +59,20 @@ unsteered 0.092, PaCE 0.51x (95% interval 0.31x to 0.80x) at 1.05x, ActAdd 0.65x
 PaCE / ActAdd 0.79x (0.53x to 1.13x). PaCE is ahead of both baselines at matched perplexity, though 120 prompts
 cannot rule out a tie with ActAdd; it does not reach 0.45x.
 
+Dictionary size (the paper's main lever): the default cut to its first N concepts (the 159 task concepts, then
+the most frequent words; ``default_nN``), on the dev split in one run: 500 concepts 0.18x at 1.10x, 1,000 0.21x
+at 1.06x, 2,000 0.20x at 1.09x, all 3,100 0.22x at 1.06x. Flat from 1,000 on, within the noise (intervals
+about 0.1x-0.4x): more benign concepts did not remove more, nor cost less perplexity, so a 10,000-concept
+dictionary is not expected to change the figures here.
+
+How low the mean can go: the classifier gives polite text about 0.04 (the 40 polite sentences of
+data/pairs/toxicity.jsonl: mean 0.037, median 0.017). On the 120 prompts of eval and held-out, the table's
+``n>0.5`` and ``low part`` columns (same run as above): unsteered, 7 responses over 0.5, and the other 113 give
+0.046 of its 0.092 mean; PaCE 3 and 0.031; ActAdd alpha 0.15 3 and 0.044. So a filter that removed the 7
+offensive responses and left the rest unchanged would score 0.50x: 0.45x needs the non-offensive responses to
+score lower too. PaCE does both (7 -> 3 offensive responses, 0.046 -> 0.031 from the others); removing its
+last 3 would give 0.34x.
+
 Earlier settings, on the evaluation prompts, with the frames dictionary: all positions 0.068 (0.52x),
 perplexity 1.08x, 2.04x the unsteered time; prompt-only 0.064 (0.49x), 1.03x, 1.14x the time; generated-only
 0.154 (1.17x), 0.99x. Removing the concepts from the hostile prompt does the work; removing them from the
@@ -123,6 +137,9 @@ SETTINGS = {
     "word_x25_L12": ("pace", {**WORD, "expand": 25, "layers": [12]}),
     "word_x25_L9-12": ("pace", {**WORD, "expand": 25, "layers": [9, 12]}),
     "word_x25_a0.1": ("pace", {**WORD, "expand": 25, "alpha": 0.1}),
+    # the default's dictionary cut to its first N concepts (the task concepts, then the most frequent words)
+    **{f"default_n{n}": ("pace", {**WORD, "positions": "prompt", "expand": 25, "layers": L6_21, "n_concepts": n})
+       for n in (500, 1000, 2000)},
     "mean": ("pace", MEAN),
     "mean_prompt": ("pace", {**MEAN, "positions": "prompt"}),
 }
@@ -173,14 +190,19 @@ def main() -> None:
         print(f"   offensive {m['offensive_prob']:.3f} ({m['offensive_prob'] / b['offensive_prob']:.2f}x) "
               f"ppl {m['perplexity']:.2f} ({m['perplexity'] / b['perplexity']:.2f}x)", flush=True)
     b = table[0][1]
+    scores["unsteered"] = base_off
+    # n>0.5: responses the classifier calls offensive; low part: the mean's share from the other responses,
+    # which removing every offensive response would leave (polite text scores about 0.04, see the docstring)
     print(f"\n{'setting':<16}{'offensive':>10}{'x base':>8}{'95% interval':>14}{'ppl':>7}{'x base':>8}{'div':>7}"
-          f"{'chat off':>10}{'raw off':>9}{'time x':>8}")
+          f"{'chat off':>10}{'raw off':>9}{'n>0.5':>7}{'low part':>9}{'time x':>8}")
     for name, m, kinds, t in table:
         lo, hi = intervals[name]
+        n_off = sum(x > 0.5 for x in scores[name])
+        low = sum(x for x in scores[name] if x <= 0.5) / len(scores[name])
         print(f"{name:<16}{m['offensive_prob']:>10.3f}{m['offensive_prob'] / b['offensive_prob']:>8.2f}"
               f"{f'{lo:.2f}-{hi:.2f}':>14}"
               f"{m['perplexity']:>7.2f}{m['perplexity'] / b['perplexity']:>8.2f}{m['diversity']:>7.3f}"
-              f"{kinds['prompt']:>10.3f}{kinds['prefix']:>9.3f}{t:>8.2f}")
+              f"{kinds['prompt']:>10.3f}{kinds['prefix']:>9.3f}{n_off:>7}{low:>9.3f}{t:>8.2f}")
     if args.versus is not None:
         ref = scores[args.versus]
         for name in names:
