@@ -166,7 +166,8 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
                        help="first N held-out TruthfulQA questions (default: all of the held-out half)")
         p.add_argument("--max-new-tokens", type=int, default=48)
     elif name == "dictionary":
-        p.add_argument("--concepts", type=int, default=None, help="first N concepts (default: all)")
+        p.add_argument("--concepts", type=int, default=None,
+                       help="first N concepts: the tasks' concepts, then by frequency (default: all)")
         p.add_argument("--layers", default=None, help="comma-separated layers (default: 6,9,12,15,18,21)")
         p.add_argument("--stimuli", default="frames",
                        help="'frames' (default: the shipped frames), 'model' (the shipped model-written "

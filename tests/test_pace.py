@@ -257,3 +257,26 @@ def test_expand_partition_adds_the_nearest_neighbours(tiny):
     assert len(expand_partition(dic, "t", 100, layer=1)) == 12  # never more than the dictionary holds
     with pytest.raises(ValueError, match="partition it first"):
         expand_partition(dic, "other", 3, layer=1)
+
+
+def test_a_prefix_of_a_cached_dictionary_is_sliced_from_it(tiny, tmp_path, monkeypatch):
+    from steerlens.methods.pace import default_dictionary
+
+    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path / "cache"))
+    p = tmp_path / "s.jsonl"
+    p.write_text("".join(json.dumps({"concept": c, "stimuli": [f"a {c}", f"the {c}"]}) + "\n" for c in "abcd"))
+    built = []
+
+    def build(model, stimuli, layers, **kw):  # the tiny model has no tokenizer: random atoms stand in
+        built.append(list(stimuli))
+        g = torch.Generator().manual_seed(len(built))
+        return ConceptDictionary(list(stimuli), {la: torch.randn(len(stimuli), 32, generator=g) for la in layers},
+                                 ModelSpec.of(model))
+
+    monkeypatch.setattr(ConceptDictionary, "build", build)
+    full = default_dictionary(tiny, stimuli=p, layers=[1, 2])
+    part = default_dictionary(tiny, n_concepts=2, stimuli=p, layers=[1, 2])
+    assert built == [list("abcd")] and part.concepts == ["a", "b"]
+    torch.testing.assert_close(part.atoms[2], full.atoms[2][:2])
+    default_dictionary(tiny, n_concepts=2, stimuli=p, layers=[1])  # other layers: another dictionary
+    assert built == [list("abcd"), ["a", "b"]]

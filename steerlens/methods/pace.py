@@ -196,33 +196,45 @@ def default_dictionary(model: Any, n_concepts: int | None = None, layers: Sequen
     at the concept word itself (each sentence cut after its first use of the word, inflections included,
     then read at its last token). The atom is the mean over the concept's stimuli. The frames end with
     the concept, so ``"last"`` and ``"word"`` read them alike.
+
+    ``n_concepts``: the first N concepts (the tasks' concepts come first). When the whole dictionary with
+    the same stimuli, reading and layers is cached, its first N atoms are taken instead of building.
     """
     import hashlib
 
     from ..models import cache_dir
 
     source = stimuli_path("frames" if stimuli is None else stimuli)
-    if source is None:
-        stim = template_stimuli(shipped_concepts(n_concepts))
-    else:
-        stim = read_stimuli(source)
-        stim = dict(list(stim.items())[:n_concepts])
+    every = template_stimuli(shipped_concepts()) if source is None else read_stimuli(source)
     reading = position
     if position == "word":
-        stim = {c: cut_after_word(c, texts) for c, texts in stim.items()}
-        unused = [c for c, texts in stim.items() if not texts]
-        if unused:
-            raise ValueError(f"No stimulus of {unused[:5]} uses the concept word; fix the stimuli or read them "
-                             "with position='mean'")
+        every = {c: cut_after_word(c, texts) for c, texts in every.items()}
         position = "last"
+    stim = dict(list(every.items())[:n_concepts])
+    unused = [c for c, texts in stim.items() if not texts]
+    if unused:
+        raise ValueError(f"No stimulus of {unused[:5]} uses the concept word; fix the stimuli or read them "
+                         "with position='mean'")
     layers = check_layers(list(layers), model.cfg.n_layers)
-    # the last-token reading keeps the key it had before readings existed, so cached dictionaries stay valid
-    parts: list[Any] = [stim, layers, ModelSpec.of(model).name] + ([] if position == "last" else [position])
-    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
-    path = cache_dir() / "dictionaries" / f"{ModelSpec.of(model).name}-{len(stim)}-{key}"
+    name = ModelSpec.of(model).name
+
+    def cached(chosen: dict[str, list[str]]) -> Path:
+        # the last-token reading keeps the key it had before readings existed, so cached dictionaries stay valid
+        parts: list[Any] = [chosen, layers, name] + ([] if position == "last" else [position])
+        key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
+        return cache_dir() / "dictionaries" / f"{name}-{len(chosen)}-{key}"
+
+    path, whole = cached(stim), cached(every) if len(stim) < len(every) else None
     if (path / "dictionary.json").is_file():
         dic = ConceptDictionary.load(path)
         dic.model.check(model, "cached concept dictionary")
+    elif whole is not None and (whole / "dictionary.json").is_file():
+        # a prefix of a dictionary already built: an atom depends on its own concept's stimuli only
+        full = ConceptDictionary.load(whole)
+        full.model.check(model, "cached concept dictionary")
+        k = len(stim)
+        dic = ConceptDictionary(full.concepts[:k], {la: a[:k] for la, a in full.atoms.items()}, full.model,
+                                {**full.settings, "sliced_from": whole.name})
     else:
         dic = ConceptDictionary.build(model, stim, layers, position=position, batch_size=64, progress=progress)
         dic.settings["stimuli"] = "templates (data/concepts/frames.txt)" if source is None else str(source)
