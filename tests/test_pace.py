@@ -264,19 +264,23 @@ def test_a_prefix_of_a_cached_dictionary_is_sliced_from_it(tiny, tmp_path, monke
 
     monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path / "cache"))
     p = tmp_path / "s.jsonl"
-    p.write_text("".join(json.dumps({"concept": c, "stimuli": [f"a {c}", f"the {c}"]}) + "\n" for c in "abcd"))
+    sizes = {"a": 2, "b": 2, "c": 3, "d": 3}
+    p.write_text("".join(json.dumps({"concept": c, "stimuli": [f"{w} {c}" for w in "xyz"[:n]]}) + "\n"
+                         for c, n in sizes.items()))
     built = []
 
     def build(model, stimuli, layers, **kw):  # the tiny model has no tokenizer: random atoms stand in
         built.append(list(stimuli))
         g = torch.Generator().manual_seed(len(built))
-        return ConceptDictionary(list(stimuli), {la: torch.randn(len(stimuli), 32, generator=g) for la in layers},
-                                 ModelSpec.of(model))
+        atoms = {la: torch.randn(len(stimuli), 32, generator=g) for la in layers}
+        per = sum(map(len, stimuli.values())) / len(stimuli)
+        return ConceptDictionary(list(stimuli), atoms, ModelSpec.of(model), {"stimuli_per_concept": per})
 
     monkeypatch.setattr(ConceptDictionary, "build", build)
     full = default_dictionary(tiny, stimuli=p, layers=[1, 2])
     part = default_dictionary(tiny, n_concepts=2, stimuli=p, layers=[1, 2])
     assert built == [list("abcd")] and part.concepts == ["a", "b"]
+    assert part.settings["stimuli_per_concept"] == 2.0
     torch.testing.assert_close(part.atoms[2], full.atoms[2][:2])
     default_dictionary(tiny, n_concepts=2, stimuli=p, layers=[1])  # other layers: another dictionary
     assert built == [list("abcd"), ["a", "b"]]

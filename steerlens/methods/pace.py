@@ -234,7 +234,8 @@ def default_dictionary(model: Any, n_concepts: int | None = None, layers: Sequen
         full.model.check(model, "cached concept dictionary")
         k = len(stim)
         dic = ConceptDictionary(full.concepts[:k], {la: a[:k] for la, a in full.atoms.items()}, full.model,
-                                {**full.settings, "sliced_from": whole.name})
+                                {**full.settings, "stimuli_per_concept": sum(map(len, stim.values())) / k,
+                                 "sliced_from": whole.name})
     else:
         dic = ConceptDictionary.build(model, stim, layers, position=position, batch_size=64, progress=progress)
         dic.settings["stimuli"] = "templates (data/concepts/frames.txt)" if source is None else str(source)
