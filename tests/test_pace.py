@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from steerlens.data import data_dir
 from steerlens.editing import Editor, ModelSpec, prompt_span
 from steerlens.generation import generate_tokens, left_pad
 from steerlens.methods.pace import (
@@ -179,6 +180,12 @@ class TestShippedConcepts:
         for c, sentences in stim.items():
             assert len(sentences) >= 10 and len(set(sentences)) == len(sentences)
             assert all(s.endswith(c) for s in sentences)
+
+    def test_more_concepts_are_new_words(self):
+        more = (data_dir() / "concepts" / "more_concepts.txt").read_text().split()
+        assert len(more) == len(set(more)) == 7000
+        assert not set(more) & set(shipped_concepts())
+        assert all(w.isascii() and w.isalpha() and len(w) >= 3 for w in more)
 
     def test_read_stimuli_refuses_empty_concepts(self, tmp_path):
         p = tmp_path / "s.jsonl"

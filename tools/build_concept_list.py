@@ -6,7 +6,10 @@ CC-BY-SA 4.0), keep alphabetic words of 3+ letters that are not function words, 
 the shipped tasks need (toxicity and insults, sentiment, emotions, hedging, falsehood) where missing,
 tagged with their group. ``wordfreq`` is needed only to rebuild the list, not by steerlens itself.
 
-    pip install wordfreq==3.1.1 && python tools/build_concept_list.py [--top 3000]
+    pip install wordfreq==3.1.1 && python tools/build_concept_list.py [--top 3000] [--more 7000]
+
+``--more N`` also writes data/concepts/more_concepts.txt: the next N words by the same rule, not in the list,
+for PaCE's dictionary-size benchmark (``benchmarks/pace_detox.py``, frames stimuli).
 """
 
 from __future__ import annotations
@@ -51,13 +54,11 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--top", type=int, default=3000)
+    ap.add_argument("--more", type=int, default=0)
     args = ap.parse_args()
-    concepts: dict[str, str] = {}
-    for word in top_n_list("en", 20 * args.top):
-        if word.isascii() and word.isalpha() and len(word) >= 3 and word not in FUNCTION_WORDS:
-            concepts[word] = "frequency"
-        if len(concepts) >= args.top:
-            break
+    ranked = [w for w in top_n_list("en", 20 * (args.top + args.more))
+             if w.isascii() and w.isalpha() and len(w) >= 3 and w not in FUNCTION_WORDS]
+    concepts: dict[str, str] = {w: "frequency" for w in ranked[:args.top]}
     for group, words in TASK_CONCEPTS.items():
         for word in words.split():
             concepts[word] = f"{concepts[word]},task:{group}" if word in concepts else f"task:{group}"
@@ -67,6 +68,10 @@ def main() -> None:
         for rank, (word, source) in enumerate(concepts.items()):
             f.write(f"{rank}\t{word}\t{source}\n")
     print(f"wrote {len(concepts)} concepts to {out}")
+    if args.more:
+        more = [w for w in ranked[args.top:] if w not in concepts and w not in NOT_CONCEPTS][:args.more]
+        (out.parent / "more_concepts.txt").write_text("".join(f"{w}\n" for w in more))
+        print(f"wrote {len(more)} more concepts to {out.parent / 'more_concepts.txt'}")
 
 
 if __name__ == "__main__":
