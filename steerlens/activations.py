@@ -53,6 +53,23 @@ def hook_names_for(model: Any, layers: Sequence[int] | None = None, hook_names: 
     return names
 
 
+def reduce_positions(act: Float[torch.Tensor, "b pos d"], mask: torch.Tensor, position: Position
+                     ) -> Float[torch.Tensor, "b d"]:
+    """One batch's activations (left-padded; ``mask`` 1 on real tokens) at the ``"last"`` token or as the
+    ``"mean"`` over real tokens but the first, as a CPU tensor that owns only its own values: a slice kept
+    as a view would keep the whole batch alive (on a CPU run, memory grows by the sequence length)."""
+    if position == "last":
+        return act[:, -1, :].cpu().clone()  # left padding: the last position is real
+    # The first real token holds the attention sink's massive activation (norm ~100x the others in
+    # SmolLM2), which would dominate a mean: leave it out when there are others.
+    m = mask.to(act.dtype).clone()
+    first = m.argmax(dim=1)
+    multi = m.sum(1) > 1
+    m[torch.arange(m.shape[0], device=m.device)[multi], first[multi]] = 0
+    m = m[:, :, None]
+    return ((act * m).sum(1) / m.sum(1)).cpu()
+
+
 @torch.no_grad()
 def collect_activations(
     model: Any,
@@ -103,23 +120,12 @@ def collect_activations(
 
         model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=[(n, grab(n)) for n in names],
                              stop_at_layer=stop)
-        acts = [store[n] for n in names]
-        maskf = mask.to(acts[0].dtype)
-        for name, act in zip(names, acts, strict=True):
-            act = act.float()
-            if position == "last":
-                out[name].append(act[:, -1, :].cpu())  # left padding: the last position is real
-            elif position == "mean":
-                # The first real token holds the attention sink's massive activation (norm ~100x the
-                # others in SmolLM2), which would dominate a mean: leave it out when there are others.
-                m = maskf.to(act.device).clone()
-                first = m.argmax(dim=1)
-                multi = m.sum(1) > 1
-                m[torch.arange(m.shape[0], device=m.device)[multi], first[multi]] = 0
-                m = m[:, :, None]
-                out[name].append(((act * m).sum(1) / m.sum(1)).cpu())
-            else:
+        for name in names:
+            act = store[name].float()
+            if position == "all":
                 out[name].extend(act[i, mask[i].bool()].cpu() for i in range(act.shape[0]))
+            else:
+                out[name].append(reduce_positions(act, mask.to(act.device), position))
     back = torch.empty(len(order), dtype=torch.long)
     back[torch.tensor(order)] = torch.arange(len(order))
     if position == "all":

@@ -126,3 +126,18 @@ class TestGeneration:
         free = generate_tokens(tiny, tokens, mask, max_new_tokens=5, stop_token_ids=[])
         stopped = generate_tokens(tiny, tokens, mask, max_new_tokens=5, stop_token_ids=[free[0][2]])
         assert stopped[0] == free[0][:free[0].index(free[0][2])]
+
+
+def test_reduced_activations_own_only_their_values():
+    from steerlens.activations import reduce_positions
+
+    act = torch.randn(4, 50, 8)
+    mask = torch.ones(4, 50, dtype=torch.long)
+    mask[0, :45] = 0  # a short, left-padded row
+    for position in ("last", "mean"):
+        r = reduce_positions(act, mask, position)
+        assert r.shape == (4, 8)
+        # a view of the batch would hold all 4 x 50 x 8 values while the collection runs
+        assert r.untyped_storage().nbytes() == r.numel() * r.element_size()
+    torch.testing.assert_close(reduce_positions(act, mask, "last"), act[:, -1])
+    torch.testing.assert_close(reduce_positions(act, mask, "mean")[0], act[0, 46:].mean(0))
