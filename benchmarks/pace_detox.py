@@ -62,8 +62,13 @@ cannot rule out a tie with ActAdd; it does not reach 0.45x.
 Dictionary size (the paper's main lever): the default cut to its first N concepts (the 159 task concepts, then
 the most frequent words; ``default_nN``), on the dev split in one run: 500 concepts 0.18x at 1.10x, 1,000 0.21x
 at 1.06x, 2,000 0.20x at 1.09x, all 3,100 0.22x at 1.06x. Flat from 1,000 on, within the noise (intervals
-about 0.1x-0.4x): more benign concepts did not remove more, nor cost less perplexity, so a 10,000-concept
-dictionary is not expected to change the figures here.
+about 0.1x-0.4x): more benign concepts did not remove more, nor cost less perplexity. Then 10,100 concepts
+(the shipped 3,100 and the 7,000 next frequency words of data/concepts/more_concepts.txt, with the frames, which
+a CPU can build: 101,000 sentences, about 35 min on 2 cores), with the default's other settings, whole and cut
+(``frames10k``, ``frames10k_nN``), on the dev split in one run: 10,100 concepts 0.79x at 1.05x, 6,000 0.74x at
+1.08x, 3,100 0.71x at 1.10x, 1,000 0.77x at 1.09x (intervals about 0.3x-2x), and 2.10x, 1.71x, 1.50x and 1.19x
+the unsteered time. Flat again, and the frames are far weaker here than the model-written stimuli (0.22x at
+3,100). On this model a larger dictionary is not the lever it is in the paper.
 
 How low the mean can go: the classifier gives polite text about 0.04 (the 40 polite sentences of
 data/pairs/toxicity.jsonl: mean 0.037, median 0.017). On the 120 prompts of eval and held-out, the table's
@@ -86,6 +91,7 @@ response alone does not. Prompt-only at alpha 0.02: 0.47x, 1.04x; prompt-only at
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -104,6 +110,22 @@ FRAMES = {"stimuli": "frames", "atom_position": "last", "expand": 0, "positions"
 WORD = {"stimuli": "model", "atom_position": "word", "expand": 0, "positions": "all", "layers": L3}
 MEAN = {"stimuli": "model", "atom_position": "mean", "expand": 0, "positions": "all", "layers": L3}
 L6_21 = [6, 9, 12, 15, 18, 21]
+FRAMES_10K = "frames-10k"  # written by frames_10k() when a setting uses it
+
+
+def frames_10k() -> str:
+    """The frames stimuli of the shipped concepts and the 7,000 of data/concepts/more_concepts.txt, as a
+    stimuli JSONL in the cache (10,100 concepts, ten sentences each)."""
+    from steerlens.methods.pace import shipped_concepts, template_stimuli
+    from steerlens.models import cache_dir
+
+    more = (data_dir() / "concepts" / "more_concepts.txt").read_text().split()
+    path = cache_dir() / "stimuli" / "frames-10k.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = template_stimuli(shipped_concepts() + more).items()
+    path.write_text("".join(json.dumps({"concept": c, "stimuli": t}) + "\n" for c, t in rows))
+    return str(path)
+
 SETTINGS = {
     "actadd": ("actadd", None),
     "orthoproj": ("orthoproj", None),
@@ -140,6 +162,11 @@ SETTINGS = {
     # the default's dictionary cut to its first N concepts (the task concepts, then the most frequent words)
     **{f"default_n{n}": ("pace", {**WORD, "positions": "prompt", "expand": 25, "layers": L6_21, "n_concepts": n})
        for n in (500, 1000, 2000)},
+    # frames stimuli for 10,100 concepts (the shipped list, then data/concepts/more_concepts.txt), with the
+    # default's other settings, whole and cut to its first N concepts (sliced, so the same atoms)
+    **{f"frames10k{'' if n is None else f'_n{n}'}": ("pace", {**FRAMES, "stimuli": FRAMES_10K, "positions": "prompt",
+                                                             "expand": 25, "layers": L6_21, "n_concepts": n})
+       for n in (None, 6000, 3100, 1000)},
     "mean": ("pace", MEAN),
     "mean_prompt": ("pace", {**MEAN, "positions": "prompt"}),
 }
@@ -178,6 +205,8 @@ def main() -> None:
     scores = {}
     for name in names:
         method, over = SETTINGS[name]
+        if over is not None and over.get("stimuli") == FRAMES_10K:
+            over = {**over, "stimuli": frames_10k()}
         r = evaluate(model, method, "detox", rows, train=other, max_new_tokens=48, unsteered=base, settings=over,
                      progress=False)
         off = offensive_prob(r["generations"]["steered"])
