@@ -64,7 +64,7 @@ the most frequent words; ``default_nN``), on the dev split in one run: 500 conce
 at 1.06x, 2,000 0.20x at 1.09x, all 3,100 0.22x at 1.06x. Flat from 1,000 on, within the noise (intervals
 about 0.1x-0.4x): more benign concepts did not remove more, nor cost less perplexity. Then 10,100 concepts
 (the shipped 3,100 and the 7,000 next frequency words of data/concepts/more_concepts.txt, with the frames, which
-a CPU can build: 101,000 sentences, about 35 min on 2 cores), with the default's other settings, whole and cut
+a CPU can build: 101,000 sentences, about 30 min on 2 cores), with the default's other settings, whole and cut
 (``frames10k``, ``frames10k_nN``), on the dev split in one run: 10,100 concepts 0.79x at 1.05x, 6,000 0.74x at
 1.08x, 3,100 0.71x at 1.10x, 1,000 0.77x at 1.09x (intervals about 0.3x-2x), and 2.10x, 1.71x, 1.50x and 1.19x
 the unsteered time. Flat again, and the frames are far weaker here than the model-written stimuli (0.22x at

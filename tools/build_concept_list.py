@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--more", type=int, default=0)
     args = ap.parse_args()
     ranked = [w for w in top_n_list("en", 20 * (args.top + args.more))
-             if w.isascii() and w.isalpha() and len(w) >= 3 and w not in FUNCTION_WORDS]
+             if w.isascii() and w.isalpha() and len(w) >= 3 and w not in FUNCTION_WORDS | NOT_CONCEPTS]
     concepts: dict[str, str] = {w: "frequency" for w in ranked[:args.top]}
     for group, words in TASK_CONCEPTS.items():
         for word in words.split():
@@ -69,7 +69,7 @@ def main() -> None:
             f.write(f"{rank}\t{word}\t{source}\n")
     print(f"wrote {len(concepts)} concepts to {out}")
     if args.more:
-        more = [w for w in ranked[args.top:] if w not in concepts and w not in NOT_CONCEPTS][:args.more]
+        more = [w for w in ranked[args.top:] if w not in concepts][:args.more]
         (out.parent / "more_concepts.txt").write_text("".join(f"{w}\n" for w in more))
         print(f"wrote {len(more)} more concepts to {out.parent / 'more_concepts.txt'}")
 
