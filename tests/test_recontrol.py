@@ -15,6 +15,7 @@ from steerlens.methods.recontrol import (
     pack,
     rollout,
     split_by_prompt,
+    td_loss,
     td_targets,
     train_value,
     value_landscape,
@@ -142,9 +143,7 @@ class TestTraining:
         def val_loss(vf, val):
             x, m = pack([ro.states[i] for i in val])
             with torch.no_grad():
-                v = vf(x)
-                return float((((v - td_targets(v, m, torch.tensor([ro.rewards[i] for i in val]))) ** 2) * m).sum()
-                             / m.sum())
+                return float(td_loss(vf(x), m, torch.tensor([ro.rewards[i] for i in val])))
 
         vf, curves = train_value(ro, hidden=64, epochs=30, lr=3e-3, keep_best=True, progress=False)
         best = min(range(30), key=curves["val"].__getitem__)

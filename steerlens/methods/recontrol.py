@@ -206,6 +206,12 @@ def split_by_prompt(prompts: Sequence[str], val_fraction: float, generator: torc
     return train[torch.randperm(len(train), generator=generator)], val
 
 
+def td_loss(values: Float[torch.Tensor, "b t"], mask: Bool[torch.Tensor, "b t"],
+            rewards: Float[torch.Tensor, " b"]) -> torch.Tensor:
+    """Mean squared TD error over the real steps (paper Eq. 6), against ``td_targets``."""
+    return (((values - td_targets(values, mask, rewards)) ** 2) * mask).sum() / mask.sum()
+
+
 def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs: int = 30, lr: float = 1e-3,
                 batch_size: int = 64, val_fraction: float = 0.2, seed: int = 0, keep_best: bool = False,
                 progress: bool = True) -> tuple[ValueFunction, dict[str, Any]]:
@@ -241,8 +247,7 @@ def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs
 
     def loss_on(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         v = vf(x[idx])
-        m = mask[idx]
-        return (((v - td_targets(v, m, r[idx])) ** 2) * m).sum() / m.sum(), v
+        return td_loss(v, mask[idx], r[idx]), v
 
     for epoch in tqdm(range(epochs), desc="value training", disable=not progress):
         order = train[torch.randperm(len(train), generator=g)]
