@@ -91,6 +91,7 @@ response alone does not. Prompt-only at alpha 0.02: 0.47x, 1.04x; prompt-only at
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -113,6 +114,7 @@ L6_21 = [6, 9, 12, 15, 18, 21]
 FRAMES_10K = "frames-10k"  # written by frames_10k() when a setting uses it
 
 
+@functools.cache
 def frames_10k() -> str:
     """The frames stimuli of the shipped concepts and the 7,000 of data/concepts/more_concepts.txt, as a
     stimuli JSONL in the cache (10,100 concepts, ten sentences each)."""

@@ -224,11 +224,11 @@ def default_dictionary(model: Any, n_concepts: int | None = None, layers: Sequen
         key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
         return cache_dir() / "dictionaries" / f"{name}-{len(chosen)}-{key}"
 
-    path, whole = cached(stim), cached(every) if len(stim) < len(every) else None
+    path = cached(stim)
     if (path / "dictionary.json").is_file():
         dic = ConceptDictionary.load(path)
         dic.model.check(model, "cached concept dictionary")
-    elif whole is not None and (whole / "dictionary.json").is_file():
+    elif len(stim) < len(every) and ((whole := cached(every)) / "dictionary.json").is_file():
         # a prefix of a dictionary already built: an atom depends on its own concept's stimuli only
         full = ConceptDictionary.load(whole)
         full.model.check(model, "cached concept dictionary")
