@@ -22,7 +22,7 @@ import torch
 from sklearn.linear_model import ElasticNet
 
 import steerlens
-from steerlens.data import contrast_pairs, shared_data_dir
+from steerlens.data import contrast_pairs, facts_path, truthfulqa_dev_path
 from steerlens.solvers import Dictionary, elastic_net, objective
 
 ALPHA, L1_RATIO = 0.05, 0.95  # the PaCE README's values
@@ -53,9 +53,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     model = steerlens.load_model(verbose=False)
-    with open(shared_data_dir() / "truthfulqa" / "TruthfulQA_dev.csv", newline="") as f:
+    with open(truthfulqa_dev_path(), newline="") as f:
         tqa = [r for r in csv.DictReader(f)]
-    with open(shared_data_dir() / "facts_true_false.csv", newline="") as f:
+    with open(facts_path(), newline="") as f:
         facts = [r["statement"] for r in csv.DictReader(f)]
     texts = [r["Question"] for r in tqa] + [a for r in tqa for a in r["Correct Answers"].split(";")] + \
         [a for r in tqa for a in r["Incorrect Answers"].split(";")]

@@ -1,7 +1,7 @@
 """``steerlens bench``: every method x every task on the shipped evaluation sets, in one folder.
 
 Detox and sentiment: ``data/<task>/eval.jsonl``, methods fitted on the shipped training data. TruthfulQA:
-the development split (``../shared/data``) is split in two halves by a seeded permutation; methods are
+the shipped development split (``data/truthfulqa``) is split in two halves by a seeded permutation; methods are
 fitted on one half and scored on the other. The unsteered model is measured once per task and shared by
 all methods. Writes ``results.json`` (every result, generations included), ``table.md`` and one plot per
 task (change in the task's metric vs generation/scoring time relative to the unsteered model).

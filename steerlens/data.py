@@ -1,20 +1,38 @@
-"""The project's shipped data (``data/`` at the repository root, or ``$STEERLENS_DATA``)."""
+"""The data steerlens ships: prompt sets, contrast pairs, PaCE's concept list and stimuli, TruthfulQA's
+development split and a true/false facts set.
+
+In a source checkout it lives in ``data/`` at the repository root; in an installed wheel the same files
+sit inside the package (``steerlens/_data``, mapped from ``data/`` at build time) and are found with
+``importlib.resources``. ``$STEERLENS_DATA`` points steerlens at another copy.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 
 def data_dir() -> Path:
+    """The shipped data folder: ``$STEERLENS_DATA``, else the installed package's ``_data``, else the
+    source checkout's ``data/``."""
     env = os.environ.get("STEERLENS_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[1] / "data"
-    if not path.is_dir():
-        raise FileNotFoundError(f"steerlens data folder not found at {path}; set STEERLENS_DATA to the "
-                                "repository's data/ folder")
-    return path
+    if env:
+        path = Path(env)
+        if not path.is_dir():
+            raise FileNotFoundError(f"STEERLENS_DATA points to {path}, which is not a folder")
+        return path
+    installed = Path(str(resources.files("steerlens") / "_data"))
+    if installed.is_dir():
+        return installed
+    checkout = Path(__file__).resolve().parents[1] / "data"
+    if checkout.is_dir():
+        return checkout
+    raise FileNotFoundError(f"steerlens' data was not found (looked in {installed} and {checkout}): the "
+                            "installation is incomplete; reinstall steerlens, or set STEERLENS_DATA to a copy "
+                            "of the repository's data/ folder")
 
 
 def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -22,8 +40,12 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict[st
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No such file: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
     rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -55,18 +77,11 @@ def contrast_pairs(task: str) -> tuple[list[str], list[str]]:
     return [r["positive"] for r in rows], [r["negative"] for r in rows]
 
 
-def shared_data_dir() -> Path:
-    """The shared data folder beside the repository (``../shared/data``), or ``$STEERLENS_SHARED_DATA``.
-
-    It holds TruthfulQA's development split and the true/false facts set, which are read from there
-    and never copied into the repository.
-    """
-    env = os.environ.get("STEERLENS_SHARED_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not path.is_dir():
-        raise FileNotFoundError(f"Shared data not found at {path}; set STEERLENS_SHARED_DATA to its folder")
-    return path
-
-
 def truthfulqa_dev_path() -> Path:
-    return shared_data_dir() / "truthfulqa" / "TruthfulQA_dev.csv"
+    """TruthfulQA's development split (419 questions, official columns; Apache-2.0), shipped with steerlens."""
+    return data_dir() / "truthfulqa" / "TruthfulQA_dev.csv"
+
+
+def facts_path() -> Path:
+    """The true/false facts set (``statement,label``), shipped with steerlens."""
+    return data_dir() / "facts" / "facts_true_false.csv"
