@@ -15,7 +15,10 @@ Methods register themselves by name in ``REGISTRY`` so the CLI and ``load`` can 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -25,6 +28,8 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from .files import atomic_file
 
 HookFn = Callable[[torch.Tensor, Any], torch.Tensor | None]
 FwdHooks = list[tuple[str, HookFn]]
@@ -46,22 +51,51 @@ def resid_hook_name(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_post"
 
 
+FINGERPRINT_ROWS = 8
+
+
+def weights_fingerprint(model: Any) -> list[float] | None:
+    """Norms of ``FINGERPRINT_ROWS`` embedding rows spread over the vocabulary: cheap, the same for one model
+    in any dtype or on any device (to ~1e-3), and different for another model of the same shape.
+    ``None`` when the model exposes no ``W_E``."""
+    try:
+        w_e = model.W_E
+    except AttributeError:
+        return None
+    if not isinstance(w_e, torch.Tensor) or w_e.dim() != 2:
+        return None
+    rows = torch.linspace(0, w_e.shape[0] - 1, FINGERPRINT_ROWS).round().long()
+    with torch.no_grad():
+        norms = w_e.detach()[rows.to(w_e.device)].float().norm(dim=-1)
+    return [round(float(x), 5) for x in norms.cpu()]
+
+
 @dataclass
 class ModelSpec:
-    """What an editor needs to know about the model it was fitted on, to refuse a mismatched one."""
+    """What an editor needs to know about the model it was fitted on, to refuse a mismatched one.
+
+    ``fingerprint`` (``weights_fingerprint``) tells apart two models of the same shape; files written before
+    it existed have ``None`` and are checked on shape only.
+    """
 
     name: str
     d_model: int
     n_layers: int
+    fingerprint: list[float] | None = None
 
     @classmethod
     def of(cls, model: Any) -> ModelSpec:
         cfg = model.cfg
         return cls(name=str(getattr(cfg, "model_name", "unknown")), d_model=int(cfg.d_model),
-                   n_layers=int(cfg.n_layers))
+                   n_layers=int(cfg.n_layers), fingerprint=weights_fingerprint(model))
 
-    def check(self, model: Any, what: str = "editor") -> None:
-        """Raise ``ValueError`` saying what to do if ``model`` is not shaped like the fitted one."""
+    def check(self, model: Any, what: str = "editor", strict: bool = True) -> None:
+        """Raise ``ValueError`` saying what to do if ``model`` is not the model this was fitted on.
+
+        A different shape is always refused (the hooks could not run). Same shape but other weights (the
+        fingerprint differs) is refused unless ``strict=False``, which only warns: e.g. to try an editor on
+        a fine-tune of the model it was fitted on.
+        """
         other = ModelSpec.of(model)
         if (other.d_model, other.n_layers) != (self.d_model, self.n_layers):
             raise ValueError(
@@ -69,6 +103,17 @@ class ModelSpec:
                 f"but the model given is {other.name!r} (d_model={other.d_model}, "
                 f"n_layers={other.n_layers}). Fit it again on this model, or load the model it was fitted on."
             )
+        if self.fingerprint is None or other.fingerprint is None or len(self.fingerprint) != len(other.fingerprint):
+            return
+        a, b = torch.tensor(self.fingerprint), torch.tensor(other.fingerprint)
+        if torch.allclose(a, b, rtol=1e-2, atol=1e-4):
+            return
+        message = (f"This {what} was fitted on {self.name!r}, but the model given ({other.name!r}) has the same "
+                   f"shape and different weights (embedding fingerprint {self.fingerprint[:3]}... vs "
+                   f"{other.fingerprint[:3]}...). Fit it again on this model")
+        if strict:
+            raise ValueError(message + ", or pass strict=False to apply it anyway.")
+        warnings.warn(message + "; applying it anyway (strict=False).", stacklevel=3)
 
 
 @dataclass
@@ -94,37 +139,68 @@ class Editor:
     def hook_fn(self, layer: int) -> HookFn:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def fwd_hooks(self) -> FwdHooks:
-        """The ``[(hook_name, fn)]`` list to pass to ``run_with_hooks`` / ``model.hooks``."""
-        return [(self.hook_name(layer), self._protect_sink(layer, self.hook_fn(layer))) for layer in self.layers]
+    def fwd_hooks(self, strength: float = 1.0) -> FwdHooks:
+        """The ``[(hook_name, fn)]`` list to pass to ``run_with_hooks`` / ``model.hooks``.
 
-    def _protect_sink(self, layer: int, fn: HookFn) -> HookFn:
-        """Leave attention-sink positions unedited.
+        Each ``fn`` adapts the method's edit to the activation it gets:
 
-        Small LMs park a massive activation on their first token (Sun et al. 2024, "Massive
-        activations"); in SmolLM2 its norm is ~100x the others'. Editing it wrecks every later
-        position, so positions whose norm exceeds the fitted ``sink_norm.{layer}`` keep their value.
-        The rule depends on each token vector alone, so cached and uncached generation agree.
+        - ``strength`` scales the edit: ``act + strength * (edit(act) - act)``; 0 is the identity, 1 the
+          fitted edit, 2 twice the change (the ``multiplier`` of steering-vectors, repeng's ``strength``);
+        - the editor's tensors are copied once to each device the hook meets (a model split over several
+          devices steers without device errors), and float16 / bfloat16 activations are edited in float32
+          and returned in their own dtype;
+        - attention-sink positions keep their value (see ``_sink_mask``).
         """
-        threshold = self.tensors.get(f"sink_norm.{layer}")
-        if threshold is None:
-            return fn
+        strength = check_strength(strength)
+        copies: dict[str, Editor] = {}
+        return [(self.hook_name(layer), self._adapted(layer, strength, copies)) for layer in self.layers]
 
-        def guarded(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            edited = fn(act, hook)
-            if edited is None:
-                return act
-            sink = act.norm(dim=-1, keepdim=True) > threshold.to(act.dtype)
-            return torch.where(sink, act, edited)
+    def _on(self, device: torch.device, copies: dict[str, Editor]) -> Editor:
+        """This editor with its tensors on ``device`` (itself when they already are; else a cached copy)."""
+        key = str(device)
+        if key not in copies:
+            if all(v.device == device for v in self.tensors.values()):
+                copies[key] = self
+            else:
+                copies[key] = dataclasses.replace(self, tensors={k: v.to(device) for k, v in self.tensors.items()})
+        return copies[key]
 
-        return guarded
+    def _adapted(self, layer: int, strength: float, copies: dict[str, Editor]) -> HookFn:
+        per_device: dict[torch.device, tuple[HookFn, torch.Tensor | None]] = {}
+        sink_key = f"sink_norm.{layer}"
+
+        def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            if act.device not in per_device:
+                on = self._on(act.device, copies)
+                per_device[act.device] = (on.hook_fn(layer), on.tensors.get(sink_key))
+            fn, threshold = per_device[act.device]
+            x = act.float() if act.dtype in (torch.float16, torch.bfloat16) else act
+            out = fn(x, hook)
+            if out is None:  # a hook that edited in place
+                out = x
+            if strength != 1.0:
+                out = x + strength * (out - x)
+            if threshold is not None:
+                out = torch.where(x.norm(dim=-1, keepdim=True) > threshold.to(x.dtype), x, out)
+            return out if out.dtype == act.dtype else out.to(act.dtype)
+
+        return hook
 
     @contextmanager
-    def apply(self, model: Any) -> Iterator[Any]:
-        """Context manager: ``with editor.apply(model): model.generate(...)``. Hooks never leak."""
-        self.model.check(model, f"{self.method} editor")
+    def apply(self, model: Any, strength: float = 1.0, strict: bool = True) -> Iterator[Any]:
+        """Context manager: ``with editor.apply(model): model.generate(...)``. Hooks never leak.
+
+        ``strength`` scales the edit (see ``fwd_hooks``); ``strict=False`` applies an editor to a model of
+        the same shape whose weights differ from the fitted one's (with a warning instead of an error).
+
+        Attention sinks: small LMs park a massive activation on their first token (Sun et al. 2024,
+        "Massive activations"); in SmolLM2 its norm is ~100x the others'. Editing it wrecks every later
+        position, so positions whose norm exceeds the fitted ``sink_norm.{layer}`` keep their value. The
+        rule depends on each token vector alone, so cached and uncached generation agree.
+        """
+        self.model.check(model, f"{self.method} editor", strict=strict)
         self.to(next(model.parameters()).device)
-        with model.hooks(fwd_hooks=self.fwd_hooks()):
+        with model.hooks(fwd_hooks=self.fwd_hooks(strength)):
             yield model
 
     def to(self, device: torch.device | str) -> Editor:
@@ -133,9 +209,72 @@ class Editor:
                 self.tensors[k] = v.to(device)
         return self
 
+    def explain(self, model: Any, context: str, answer: str) -> str:
+        """One line on what the edit did to ``context + answer`` (the demo's "how" line).
+
+        Here: the edit's size, ``||edit(z) - z|| / ||z||`` averaged over the edited layers and the answer's
+        tokens. Methods add what is specific to them (PaCE's removed concepts, SEA's ranks, RE-Control's
+        value before and after control).
+        """
+        sizes = self.answer_edit_sizes(model, context, answer)
+        return f"moves the answer's activations by {100 * sizes.mean():.1f}% of their norm{self._layer_text()}"
+
+    def answer_edit_sizes(self, model: Any, context: str, answer: str) -> torch.Tensor:
+        """``[layers, answer tokens]`` relative edit sizes on ``context + answer`` (see ``edit_magnitudes``)."""
+        from .generation import encode
+
+        n_ctx = encode(model, [context])[0].shape[1]
+        with prompt_span(n_ctx):
+            sizes, _ = edit_magnitudes(model, self, context + answer)
+        return sizes[:, n_ctx:] if sizes.shape[1] > n_ctx else sizes
+
+    def _layer_text(self) -> str:
+        if not self.layers:
+            return ""
+        first, last = min(self.layers), max(self.layers)
+        return f" at layer {first}" if first == last else f" at layers {first}-{last}"
+
+    def steering_vectors(self) -> dict[int, torch.Tensor]:
+        """``{layer: vector}`` for editors whose edit adds one fixed vector per layer (ActAdd); others raise."""
+        raise NotImplementedError(f"A {self.method} editor's edit depends on the activation: it is not one vector "
+                                  "per layer, so it cannot be exported as a control vector")
+
+    def export_gguf(self, path: str | Path, model_hint: str = "llama") -> Path:
+        """Write the editor's steering vectors as a llama.cpp control vector (the GGUF that repeng's
+        ``export_gguf`` writes): architecture ``controlvector``, one float32 tensor ``direction.{L}`` per layer.
+
+        Layer numbering: steerlens' layer ``L`` (``blocks.L.hook_resid_post``, the output of block ``L``,
+        0-based) is llama.cpp's ``direction.L``, which llama.cpp adds to the output of its layer ``L``.
+        llama.cpp never reads ``direction.0``, so an editor at layer 0 is refused. Use it with
+        ``llama-cli --control-vector-scaled file.gguf 1.0``. llama.cpp adds the vector to every position,
+        the attention sink included, which steerlens leaves alone.
+        """
+        import gguf
+
+        vectors = self.steering_vectors()
+        if 0 in vectors:
+            raise ValueError("llama.cpp does not apply a control vector at layer 0 (it reads direction.1 "
+                             "onwards); fit the editor at a later layer")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = gguf.GGUFWriter(str(path), "controlvector")
+        writer.add_string("controlvector.model_hint", model_hint)
+        writer.add_uint32("controlvector.layer_count", len(vectors))
+        for layer, v in sorted(vectors.items()):
+            writer.add_tensor(f"direction.{layer}", v.detach().float().cpu().numpy())
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        return path
+
     # -- persistence --------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write ``path/editor.json`` and ``path/tensors.safetensors``; returns ``path``."""
+        """Write ``path/editor.json`` and ``path/tensors.safetensors``; returns ``path``.
+
+        The JSON is written last and each file is renamed into place whole, so an interrupted save
+        leaves no ``editor.json`` that ``load`` would trust with the wrong tensors.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -145,36 +284,100 @@ class Editor:
             "layers": list(self.layers),
             "settings": self.settings,
         }
-        (path / "editor.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        (path / "editor.json").unlink(missing_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
-        save_file(tensors, str(path / "tensors.safetensors"))
+        with atomic_file(path / "tensors.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        with atomic_file(path / "editor.json") as tmp:
+            tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
         return path
 
     @classmethod
-    def load(cls, path: str | Path, model: Any | None = None) -> Editor:
-        """Load an editor saved by ``save``. With ``model`` given, refuse a mismatched model.
+    def load(cls, path: str | Path, model: Any | None = None, strict: bool = True) -> Editor:
+        """Load an editor saved by ``save``. With ``model`` given, refuse a mismatched model (``strict=False``:
+        only warn when the shape matches and the weights differ; see ``ModelSpec.check``).
 
         Called on ``Editor`` it returns the registered subclass named in the file; called on a
-        subclass it also checks the file holds that method.
+        subclass it also checks the file holds that method. Loading runs no code from the folder: the
+        JSON is data and the tensors are safetensors (no pickle), and both are checked before use.
         """
         path = Path(path)
         meta_path = path / "editor.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"No saved editor at {path} (expected {meta_path}); save one with editor.save()")
-        meta = json.loads(meta_path.read_text())
-        method = meta.get("method")
-        if method not in REGISTRY:
-            raise ValueError(f"{meta_path} names method {method!r}; known methods: {sorted(REGISTRY)}")
+        meta = _read_meta(meta_path)
+        method = meta["method"]
         klass = REGISTRY[method]
         if cls is not Editor and klass is not cls:
             raise ValueError(f"{meta_path} holds a {method!r} editor, not {cls.method!r}; use Editor.load")
-        tensors = load_file(str(path / "tensors.safetensors"))
-        editor = klass(model=ModelSpec(**meta["model"]), layers=[int(x) for x in meta["layers"]],
-                       settings=meta["settings"], tensors=tensors)
+        tensors = _read_tensors(path / "tensors.safetensors", meta["layers"], int(meta["model"]["d_model"]))
+        editor = klass(model=ModelSpec(**meta["model"]), layers=meta["layers"], settings=meta["settings"],
+                       tensors=tensors)
         if model is not None:
-            editor.model.check(model, f"saved {method} editor")
+            editor.model.check(model, f"saved {method} editor", strict=strict)
             editor.to(next(model.parameters()).device)
         return editor
+
+
+def _read_meta(meta_path: Path) -> dict[str, Any]:
+    """``editor.json``, checked field by field; errors name the file and say what is wrong."""
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{meta_path} is not a steerlens editor file: {what}. Save it again with editor.save()")
+
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise bad(f"not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise bad("the top level is not an object")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise bad(f"format_version is {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{meta_path} was written by a newer steerlens (format {version}; this one reads up to "
+                         f"{FORMAT_VERSION}); upgrade steerlens")
+    if meta.get("method") not in REGISTRY:
+        raise bad(f"method {meta.get('method')!r} is not one of {sorted(REGISTRY)}")
+    spec = meta.get("model")
+    fields = {f.name for f in dataclasses.fields(ModelSpec)}
+    if (not isinstance(spec, dict) or not {"name", "d_model", "n_layers"} <= set(spec) or set(spec) - fields
+            or not all(isinstance(spec[k], int) and spec[k] > 0 for k in ("d_model", "n_layers"))):
+        raise bad(f"model must hold name, d_model and n_layers (positive integers), got {spec!r}")
+    layers = meta.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(x, int) and 0 <= x < spec["n_layers"] for x in layers):
+        raise bad(f"layers must be a list of layer indices below n_layers={spec['n_layers']}, got {layers!r}")
+    if not isinstance(meta.get("settings"), dict):
+        raise bad("settings is not an object")
+    return meta
+
+
+def _read_tensors(file: Path, layers: list[int], d_model: int) -> dict[str, torch.Tensor]:
+    """The safetensors file, checked: readable, floating or bool tensors only, finite, per-layer tensors only
+    for the editor's layers, and every tensor sized by ``d_model`` where it has a model dimension."""
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} is missing: the editor folder is incomplete; save it again")
+    try:
+        tensors = load_file(str(file))
+    except Exception as e:  # safetensors raises its own error types for truncated or malformed files
+        raise ValueError(f"{file} is not a readable safetensors file ({e}); save the editor again") from None
+    for name, t in tensors.items():
+        if not (t.is_floating_point() or t.dtype == torch.bool):
+            raise ValueError(f"{file}: tensor {name!r} has dtype {t.dtype}; editors store floating-point or "
+                             "bool tensors only")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ValueError(f"{file}: tensor {name!r} holds NaN or inf values")
+        suffix = name.rsplit(".", 1)[-1]
+        if suffix.isdigit() and not name.startswith("vf.") and int(suffix) not in layers:
+            raise ValueError(f"{file}: tensor {name!r} is for layer {suffix}, which is not among the editor's "
+                             f"layers {layers}")
+        if t.dim() >= 1 and name.split(".")[0] in _MODEL_DIM_TENSORS and t.shape[0] != d_model:
+            raise ValueError(f"{file}: tensor {name!r} has shape {tuple(t.shape)}; its first dimension must be "
+                             f"d_model={d_model}")
+    return tensors
+
+
+# Tensors whose first dimension is the model's width (vectors and bases in the residual stream).
+_MODEL_DIM_TENSORS = {"vector", "basis", "u_pos", "u_neg", "atoms"}
 
 
 # -- prompt vs generated positions -------------------------------------------------------------------------
@@ -247,6 +450,17 @@ def check_layers(layers: list[int], n_layers: int) -> list[int]:
                              f"(valid: 0..{n_layers - 1}, or negative from the end)")
         out.append(int(idx))
     return sorted(set(out))
+
+
+def check_strength(strength: float) -> float:
+    """A finite float, or a ``ValueError`` saying what ``strength`` means."""
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        raise ValueError(f"strength must be a number (0: no edit, 1: the fitted edit), not {strength!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"strength must be finite, not {strength!r}")
+    return value
 
 
 def check_finite(x: torch.Tensor, what: str) -> None:

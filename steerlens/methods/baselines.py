@@ -88,6 +88,10 @@ class ActAdd(Editor):
             return act + self.settings["alpha"] * v.to(act.dtype)
         return add
 
+    def steering_vectors(self) -> dict[int, torch.Tensor]:
+        """``{layer: alpha * vector}``: what the hook adds at each layer (exported by ``export_gguf``)."""
+        return {layer: self.settings["alpha"] * self.tensors[f"vector.{layer}"] for layer in self.layers}
+
 
 def orthonormal_basis(directions: Float[torch.Tensor, "k d"], tol: float = 1e-6) -> Float[torch.Tensor, "d r"]:
     """Orthonormal basis (columns) of the span of the rows of ``directions``, via SVD."""
@@ -149,5 +153,10 @@ class PromptEditor(Editor):
     def system(self) -> str:
         return self.settings["system"]
 
-    def fwd_hooks(self) -> list:
+    def explain(self, model: Any, context: str, answer: str) -> str:
+        return f"no hook: the system prompt \"{self.system}\" (raw text: as a first line)"
+
+    def fwd_hooks(self, strength: float = 1.0) -> list:
+        if strength != 1.0:
+            raise ValueError("The prompting baseline has no hooks and no strength to scale; use strength=1")
         return []

@@ -1,0 +1,26 @@
+"""Writing files so that an interrupted write never leaves a file that a later run trusts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` in one step.
+
+    On an exception (or Ctrl-C) the temporary file is removed and ``path`` keeps its old content (or stays
+    absent). Example: ``with atomic_file(p) as tmp: save_file(tensors, str(tmp))``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
