@@ -183,8 +183,10 @@ def fit_editor(model: Any, method: str, task: str, train: Sequence[dict[str, Any
     if not kept:
         raise ValueError("No training data left once the evaluated prompts are removed; pass --train")
     settings = settings_for(method, task, model, settings)
+    # shipped data enters the key only where it is used: the shipped training set, or PaCE's concept list
+    digest = _shipped_data_digest() if shipped or method == "pace" else ""
     key = _hash([method, task, settings, ModelSpec.of(model).name, shipped, [item_key(r) for r in kept],
-                 max_new_tokens if method in ("recontrol",) or not shipped else 0, _shipped_data_digest()])
+                 max_new_tokens if method in ("recontrol",) or not shipped else 0, digest])
     path = cache_dir() / "editors" / f"{method}-{task}-{key}"
     if cache and (path / "editor.json").is_file():
         return Editor.load(path, model=model)
@@ -227,7 +229,14 @@ def _contrast(model: Any, task: str, rows: Sequence[dict[str, Any]], shipped: bo
 def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shipped: bool,
          s: dict[str, Any], max_new_tokens: int, progress: bool) -> Editor:
     from .methods import ActAdd, IdentityEditor, OrthoProj, PaCEEditor, PromptEditor, SpectralEditor
-    from .methods.pace import TASK_GROUPS, curated_partition, default_dictionary, expand_partition, tagged_concepts
+    from .methods.pace import (
+        DEFAULT_LAYERS,
+        TASK_GROUPS,
+        curated_partition,
+        default_dictionary,
+        expand_partition,
+        tagged_concepts,
+    )
     from .methods.sea import TRUTHFULQA_NEUTRAL_TOKENS
 
     if method == "none":
@@ -238,7 +247,9 @@ def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shi
         if not shipped:
             print("pace: the training prompts are not used; PaCE removes the concepts the curated partition "
                   "marks undesirable for the task (data/concepts/concepts.tsv)")
-        dic = default_dictionary(model, n_concepts=s["n_concepts"], stimuli=s["stimuli"],
+        # the shipped layers (scaled to this model's depth) plus any the settings ask for
+        layers = sorted(set(_scaled_layers(DEFAULT_LAYERS, model.cfg.n_layers)) | set(s["layers"]))
+        dic = default_dictionary(model, n_concepts=s["n_concepts"], layers=layers, stimuli=s["stimuli"],
                                  position=s["atom_position"], progress=progress)
         if task not in dic.partitions:
             curated_partition(dic, task, tagged_concepts(TASK_GROUPS[task]))

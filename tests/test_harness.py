@@ -155,3 +155,17 @@ def test_truthfulqa_eval_on_held_out_questions(model, method, monkeypatch, tmp_p
     r = harness.evaluate(model, method, "truthfulqa", rows[:2], rows[2:10], settings=quick, progress=False)
     assert set(r["steered"]) == {"mc1", "mc2"} and 0 <= r["steered"]["mc2"] <= 1
     assert r["generations"] == {"steered": [], "unsteered": []}
+
+
+def test_a_users_training_data_does_not_read_the_shipped_data(tmp_path, monkeypatch, tiny):
+    """--train my.jsonl keys the cache on the user's data alone: the shipped folder is not even read (it was
+    hashed on every fit, which failed wherever the shipped data could not be found)."""
+    def unavailable():
+        raise FileNotFoundError("no shipped data here")
+
+    monkeypatch.setattr(harness, "data_dir", unavailable)
+    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path / "cache"))
+    train = [{"prompt": "Say hello."}, {"prefix": "Once upon a time"}]
+    harness.fit_editor(tiny, "none", "detox", train=train, progress=False)
+    with pytest.raises(FileNotFoundError):
+        harness.fit_editor(tiny, "none", "detox", progress=False)  # shipped data: read, and missing here
