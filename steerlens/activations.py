@@ -15,7 +15,7 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from .editing import resid_hook_name
-from .generation import encode, format_chat
+from .generation import check_context, encode, format_chat
 
 Position = Literal["last", "mean", "all"]
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -110,6 +110,7 @@ def collect_activations(
     starts = range(0, len(strs), batch_size)
     for start in tqdm(starts, desc="activations", disable=not progress, unit="batch", leave=False):
         tokens, mask = encode(model, [strs[i] for i in order[start:start + batch_size]])
+        check_context(model, mask.sum(-1).tolist(), 0, [f"Text {i + 1}" for i in order[start:start + batch_size]])
         store: dict[str, torch.Tensor] = {}
 
         def grab(name: str, store: dict[str, torch.Tensor] = store) -> Any:

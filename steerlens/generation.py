@@ -9,6 +9,7 @@ token. Hooks added with ``model.hooks`` / ``editor.apply`` are active during the
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,6 +59,19 @@ def encode(
     return left_pad(ids, pad_id=tok.pad_token_id, device=_device(model))
 
 
+def check_context(model: Any, lengths: Sequence[int], extra: int = 0, names: Sequence[str] | None = None) -> None:
+    """Refuse texts that do not fit the model's context (``model.cfg.n_ctx`` positions) with ``extra`` more
+    tokens to generate; the error names the first such text and the lengths. steerlens never truncates
+    silently: shorten the text (keep its end, which the model continues), or ask for fewer new tokens."""
+    n_ctx = int(model.cfg.n_ctx)
+    for i, n in enumerate(lengths):
+        if int(n) + extra > n_ctx:
+            name = names[i] if names is not None else f"Text {i + 1}"
+            plus = f" + {extra} new tokens = {int(n) + extra}" if extra else ""
+            raise ValueError(f"{name} is {int(n)} tokens long{plus}, beyond the model's context of {n_ctx} "
+                             f"tokens; shorten it{' or lower max_new_tokens' if extra else ''}")
+
+
 def left_pad(
     ids: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
 ) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
@@ -88,10 +102,51 @@ def next_token_logits(
     next token, during prefill and decoding alike.
     """
     if is_bridge(model):
-        return model(tokens, attention_mask=attention_mask)[:, -1, :]
+        if past_kv_cache is None:
+            return model(tokens, attention_mask=attention_mask)[:, -1, :]
+        # the HF model's own KV cache, passed through the bridge (its hooks still run on the new positions);
+        # ``attention_mask`` spans the cached prefix and the new tokens
+        logits, past_kv_cache.hf = model(tokens, attention_mask=attention_mask, past_key_values=past_kv_cache.hf,
+                                         use_cache=True, return_type="logits_and_cache")
+        return logits[:, -1, :]
     resid = model(tokens, attention_mask=attention_mask, past_kv_cache=past_kv_cache,
                   stop_at_layer=model.cfg.n_layers)
     return model.unembed(model.ln_final(resid[:, -1:, :]))[:, -1, :]
+
+
+def bridge_kv_cache_works(model: Any) -> bool:
+    """Whether cached decoding through this ``TransformerBridge`` gives the uncached logits (checked once per
+    model on a 6-token probe, then remembered on the model).
+
+    With transformer-lens 3.9 and transformers 5.24 it does not: the HF decoder layers pass the cache as
+    ``cache=`` and the bridge's attention reads ``past_key_values=``, so every cached step attends to itself
+    alone (the bridge's own ``generate(use_past_kv_cache=True)`` degenerates the same way). steerlens then
+    decodes without the cache, with a warning, and uses it again as soon as the two agree.
+    """
+    known = getattr(model, "_steerlens_kv_cache_ok", None)
+    if known is not None:
+        return known
+    probe = torch.arange(100, 106, device=_device(model))[None]
+    mask = torch.ones_like(probe)
+    with torch.no_grad(), prompt_span(probe.shape[1]):
+        full = next_token_logits(model, probe, mask)
+        holder = _BridgeCache()
+        next_token_logits(model, probe[:, :-1], mask[:, :-1], holder)
+        step = next_token_logits(model, probe[:, -1:], mask, holder) if holder.hf is not None else None
+    ok = step is not None and torch.allclose(step.float(), full.float(), atol=1e-2, rtol=1e-3)
+    if not ok:
+        warnings.warn("Cached decoding through this TransformerBridge does not reproduce uncached logits (an "
+                      "incompatibility between transformer-lens and this transformers version); steerlens "
+                      "generates without the KV cache on it, which is correct but slower. A HookedTransformer "
+                      "(load_model(backend='hooked')) keeps its cache.", stacklevel=3)
+    model._steerlens_kv_cache_ok = ok
+    return ok
+
+
+class _BridgeCache:
+    """Holds the HF ``past_key_values`` a ``TransformerBridge`` returns, from one decoding step to the next."""
+
+    hf: Any = None
 
 
 def _sample(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float,
@@ -135,8 +190,11 @@ def generate_tokens(
         generator = torch.Generator(device=device)
         generator.manual_seed(seed if seed is not None else torch.seed())
 
-    cache = None
-    if use_cache and not is_bridge(model):
+    cache: Any = None
+    bridge = is_bridge(model)
+    if use_cache and bridge:
+        cache = _BridgeCache() if bridge_kv_cache_works(model) else None
+    elif use_cache:
         from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
         cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, batch)
@@ -148,8 +206,10 @@ def generate_tokens(
     with prompt_span(tokens.shape[1]) as span:
         for _ in range(max_new_tokens):
             span.offset = full_tokens.shape[1] - step_tokens.shape[1] if cache is not None else 0
-            logits = next_token_logits(model, step_tokens, step_mask, cache) if cache is not None \
-                else next_token_logits(model, full_tokens, full_mask)
+            if cache is None:
+                logits = next_token_logits(model, full_tokens, full_mask)
+            else:  # TransformerLens' cache keeps its own mask; the HF cache under a bridge needs the whole one
+                logits = next_token_logits(model, step_tokens, full_mask if bridge else step_mask, cache)
             nxt = _sample(logits, do_sample, temperature, top_p, generator)
             finished_now = torch.isin(nxt, stop) if len(stop) else torch.zeros_like(done)
             for i in range(batch):
@@ -200,6 +260,8 @@ def generate(
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc="generating", disable=not progress, unit="batch"):
         tokens, mask = encode(model, texts[start:start + batch_size])
+        check_context(model, mask.sum(-1).tolist(), max_new_tokens,
+                      [f"Prompt {start + i + 1}" for i in range(tokens.shape[0])])
         seed_i = None if seed is None else seed + start
         ids = generate_tokens(model, tokens, mask, max_new_tokens, do_sample, temperature, top_p, seed_i,
                               use_cache)

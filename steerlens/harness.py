@@ -353,6 +353,7 @@ def evaluate(model: Any, method: str, task: str, prompts: str | Path | Sequence[
     rows = load_items(prompts, task) if isinstance(prompts, str | Path) else list(prompts)
     if not rows:
         raise ValueError("The prompt set is empty")
+    check_prompt_lengths(model, rows, task, max_new_tokens, prompts if isinstance(prompts, str | Path) else None)
     train_rows = load_items(train, task) if isinstance(train, str | Path) else train
     t0 = time.perf_counter()
     editor = fit_editor(model, method, task, train_rows, exclude=[item_key(r) for r in rows],
@@ -371,6 +372,23 @@ def evaluate(model: Any, method: str, task: str, prompts: str | Path | Sequence[
         "settings": {**settings_for(method, task, model, settings),
                      **{k: v for k, v in editor.settings.items() if k != "concepts"}, "layers": list(editor.layers)},
     }
+
+
+def check_prompt_lengths(model: Any, rows: Sequence[dict[str, Any]], task: str, max_new_tokens: int,
+                         source: str | Path | None = None) -> None:
+    """Refuse, before any fitting or generation, a row that does not fit the model's context (with the new
+    tokens it asks for); the error names the file and row (see ``generation.check_context``)."""
+    from .generation import check_context
+
+    where = f"{source}: row" if source is not None else "Row"
+    if task == "truthfulqa":
+        texts = [format_chat(model.tokenizer, r["question"]) + " " + max([*r["correct"], *r["incorrect"]], key=len)
+                 for r in rows]
+        extra = 0
+    else:
+        texts, extra = contexts_of(model, rows), max_new_tokens
+    lengths = [len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    check_context(model, lengths, extra, [f"{where} {i}" for i in range(1, len(rows) + 1)])
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ batch, and the unembedding runs only at answer positions.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .generation import format_chat
+from .generation import check_context, format_chat
 
 COLUMNS = ("Question", "Best Answer", "Correct Answers", "Incorrect Answers")
 
@@ -33,7 +34,11 @@ def load_truthfulqa(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No such TruthfulQA CSV: {path}")
-    with path.open(newline="", encoding="utf-8") as f:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -62,6 +67,7 @@ def answer_logprobs(model: Any, prompt: str, answers: Sequence[str]) -> torch.Te
     a_ids = [tok(" " + a if not prompt.endswith((" ", "\n")) else a, add_special_tokens=False)["input_ids"]
              for a in answers]
     n, width = len(a_ids), max(len(a) for a in a_ids)
+    check_context(model, [p_ids.shape[1] + width], 0, [f"The question {prompt[-60:]!r} with its longest answer"])
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, 1)
     resid = model(p_ids, attention_mask=torch.ones_like(p_ids), past_kv_cache=cache, stop_at_layer=model.cfg.n_layers)
     first_logits = model.unembed(model.ln_final(resid[:, -1:]))[0, -1].log_softmax(-1)

@@ -35,3 +35,31 @@ def test_collect_on_bridge_matches_run_with_cache(bridge):
     bridge.run_with_hooks(tokens, attention_mask=mask,
                           fwd_hooks=[(name, lambda a, hook: seen.setdefault("a", a.detach()))])
     torch.testing.assert_close(acts[0], seen["a"][0, -1])
+
+
+def test_bridge_generation_cached_matches_uncached(bridge):
+    """steerlens.generate on a bridge uses the KV cache only where cached decoding reproduces the uncached
+    logits (``bridge_kv_cache_works``); either way cached and uncached calls give the same tokens, batched and
+    left-padded, with and without an editor."""
+    import warnings
+
+    from steerlens.generation import _BridgeCache, bridge_kv_cache_works, next_token_logits
+
+    prompts = ["Tell me about your commute.", "Name a colour."]
+    pos, neg = contrast_pairs("sentiment")
+    editor = ActAdd.fit(bridge, pos[:10], neg[:10], layers=[15], alpha=0.3, progress=False)
+    for steer in (False, True):
+        ctx = editor.apply(bridge) if steer else IdentityEditor.fit(bridge, [0]).apply(bridge)
+        with ctx, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cached = generate(bridge, prompts, max_new_tokens=8, use_cache=True)
+            uncached = generate(bridge, prompts, max_new_tokens=8, use_cache=False)
+        assert cached == uncached, steer
+    # the probe's verdict is the truth about this bridge: one cached step against the full pass
+    tokens, mask = encode(bridge, ["The cat sat on the mat today"])
+    with torch.no_grad():
+        full = next_token_logits(bridge, tokens, mask)
+        holder = _BridgeCache()
+        next_token_logits(bridge, tokens[:, :-1], mask[:, :-1], holder)
+        step = next_token_logits(bridge, tokens[:, -1:], mask, holder)
+    assert bridge_kv_cache_works(bridge) == torch.allclose(step, full, atol=1e-2, rtol=1e-3)

@@ -17,3 +17,15 @@ def test_demo_runs_every_method(capsys):
     out = capsys.readouterr().out
     for label in ("unsteered", "prompt", "actadd", "orthoproj", "sea"):
         assert f"  {label}" in out
+
+
+@pytest.mark.integration
+def test_eval_refuses_a_prompt_beyond_the_context(tmp_path, capsys):
+    """9,000 words crashed with a raw IndexError (exit 1); now exit 2 naming the file, the row and the lengths."""
+    import json
+
+    path = tmp_path / "long.jsonl"
+    path.write_text(json.dumps({"prompt": "Hi."}) + "\n" + json.dumps({"prefix": "word " * 9000}) + "\n")
+    assert main(["eval", "--method", "none", "--task", "detox", "--prompts", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "long.jsonl: row 2 is" in err and "beyond the model's context of 8192 tokens" in err
