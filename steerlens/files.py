@@ -24,3 +24,26 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextmanager
+def cache_lock(path: str | Path, what: str) -> Iterator[None]:
+    """Hold an inter-process lock (``filelock``) on ``path + ".lock"`` while building a cache entry, so two
+    processes (two notebooks, two CLI runs) never write the same entry at once: the second waits, then finds
+    the entry built. Says so on stderr when it has to wait."""
+    import sys
+
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=0.5)
+    except Timeout:
+        print(f"steerlens: another process is {what} ({path}); waiting for it to finish", file=sys.stderr)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -27,6 +28,7 @@ from typing import Any
 from .data import contrast_pairs, data_dir, read_jsonl, truthfulqa_dev_path
 from .editing import Editor, ModelSpec
 from .evaluation import offensive_prob, text_metrics, vader_compound
+from .files import cache_lock
 from .generation import format_chat, generate
 from .truthfulqa import load_truthfulqa, score_truthfulqa
 
@@ -188,11 +190,17 @@ def fit_editor(model: Any, method: str, task: str, train: Sequence[dict[str, Any
     key = _hash([method, task, settings, ModelSpec.of(model).name, shipped, [item_key(r) for r in kept],
                  max_new_tokens if method in ("recontrol",) or not shipped else 0, digest])
     path = cache_dir() / "editors" / f"{method}-{task}-{key}"
-    if cache and (path / "editor.json").is_file():
+    if not cache:
+        return _fit(model, method, task, kept, shipped, settings, max_new_tokens, progress, None)
+    if (path / "editor.json").is_file():
         return Editor.load(path, model=model)
-    editor = _fit(model, method, task, kept, shipped, settings, max_new_tokens, progress)
-    if cache:
+    with cache_lock(path, f"fitting the same {method} editor"):
+        if (path / "editor.json").is_file():  # another process fitted it while this one waited
+            return Editor.load(path, model=model)
+        editor = _fit(model, method, task, kept, shipped, settings, max_new_tokens, progress,
+                      path.with_name(path.name + ".partial"))
         editor.save(path)
+    shutil.rmtree(path.with_name(path.name + ".partial"), ignore_errors=True)
     return editor
 
 
@@ -227,7 +235,9 @@ def _contrast(model: Any, task: str, rows: Sequence[dict[str, Any]], shipped: bo
 
 
 def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shipped: bool,
-         s: dict[str, Any], max_new_tokens: int, progress: bool) -> Editor:
+         s: dict[str, Any], max_new_tokens: int, progress: bool, partial: Path | None) -> Editor:
+    """Fit one editor. ``partial``: a folder where long fits keep finished stages (RE-Control's rollouts) so
+    an interrupted fit resumes from them."""
     from .methods import ActAdd, IdentityEditor, OrthoProj, PaCEEditor, PromptEditor, SpectralEditor
     from .methods.pace import (
         DEFAULT_LAYERS,
@@ -258,7 +268,7 @@ def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shi
         return PaCEEditor.from_dictionary(dic, task, layers=s["layers"], alpha=s["alpha"], l1_ratio=s["l1_ratio"],
                                           centre=s["centre"], positions=s["positions"])
     if method == "recontrol":
-        return _fit_recontrol(model, task, rows, s, max_new_tokens, progress)
+        return _fit_recontrol(model, task, rows, s, max_new_tokens, progress, partial)
     demos = _contrast(model, task, rows, shipped, max_new_tokens, progress)
     if method == "sea":
         if task == "truthfulqa":  # neutral answers as in benchmarks/sea_truthfulqa.py, where K and layers were chosen
@@ -273,7 +283,7 @@ def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shi
 
 
 def _fit_recontrol(model: Any, task: str, rows: Sequence[dict[str, Any]], s: dict[str, Any], max_new_tokens: int,
-                   progress: bool) -> Editor:
+                   progress: bool, partial: Path | None = None) -> Editor:
     """Rollouts on the training prompts scored by the task reward (TruthfulQA: the best answer, reward 1,
     and the incorrect answers, reward 0, teacher-forced), then TD value training. ``behaviours``: system
     prompts under which the chat prompts are rolled out once more per sample (see ``rollout``)."""
@@ -298,14 +308,25 @@ def _fit_recontrol(model: Any, task: str, rows: Sequence[dict[str, Any]], s: dic
         raw_rows = [r["prefix"] for r in rows if "prefix" in r]
         if s["behaviours"] and not chat_rows:
             raise ValueError("RE-Control's behaviours are system prompts: they need chat rows ('prompt')")
+        def part(name: str, make: Any) -> Rollouts:
+            """One batch of rollouts, kept in ``partial`` once made, so an interrupted fit resumes."""
+            if partial is None:
+                return make()
+            where = partial / name
+            if (where / "rollouts.json").is_file():
+                return Rollouts.load(where)
+            made = make()
+            made.save(where)
+            return made
+
         for k in range(s["samples"]):
             for chat, sel in ((True, chat_rows), (False, raw_rows)):
                 if sel:
-                    parts.append(rollout(model, sel, max_new_tokens, chat=chat, seed=100 * k + chat,
-                                         progress=progress))
+                    parts.append(part(f"{k}-{'chat' if chat else 'raw'}", lambda sel=sel, chat=chat, k=k: rollout(
+                        model, sel, max_new_tokens, chat=chat, seed=100 * k + chat, progress=progress)))
             for j, system in enumerate(s["behaviours"]):
-                parts.append(rollout(model, chat_rows, max_new_tokens, seed=100 * k + 7 + j, system=system,
-                                     progress=progress))
+                parts.append(part(f"{k}-behaviour{j}", lambda system=system, j=j, k=k: rollout(
+                    model, chat_rows, max_new_tokens, seed=100 * k + 7 + j, system=system, progress=progress)))
         ro = Rollouts.concat(parts)
         ro.rewards = [float(x) for x in reward_fn(task)(ro.responses)]
         positions = "last"

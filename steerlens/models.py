@@ -61,7 +61,10 @@ def gguf_path(fetch: bool = True) -> Path:
         return cached
     if not fetch or os.environ.get("STEERLENS_OFFLINE"):
         raise FileNotFoundError(_missing_gguf_message())
-    return _fetch_gguf(cached)
+    from .files import cache_lock
+
+    with cache_lock(cached, "downloading the default model"):
+        return cached if cached.is_file() else _fetch_gguf(cached)
 
 
 def _missing_gguf_message(detail: str = "") -> str:
@@ -116,11 +119,25 @@ def load_hf_model(verbose: bool = True) -> tuple[Any, Any]:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .files import cache_lock
+
     cached = _hf_cache_path()
-    if (cached / "model.safetensors").is_file() and (cached / "tokenizer.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(cached)
-        return model.eval(), tokenizer
+    if not _complete(cached):
+        with cache_lock(cached, "converting the default model"):
+            if not _complete(cached):  # not converted by another process while this one waited
+                _convert_gguf(cached, verbose)
+    model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(cached)
+    return model.eval(), tokenizer
+
+
+def _complete(cached: Path) -> bool:
+    return (cached / "model.safetensors").is_file() and (cached / "tokenizer.json").is_file()
+
+
+def _convert_gguf(cached: Path, verbose: bool) -> None:
+    """Dequantise the GGUF into float32 safetensors at ``cached`` (written beside it, then renamed into place)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = gguf_path()
     if verbose:
@@ -135,15 +152,16 @@ def load_hf_model(verbose: bool = True) -> tuple[Any, Any]:
     model.hf_quantizer = None
     model.config.name_or_path = DEFAULT_MODEL
     tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if cached.exists():  # a partial cache from an interrupted first load
-        shutil.rmtree(cached)
-    tmp.replace(cached)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if cached.exists():  # a partial cache from an interrupted first load
+            shutil.rmtree(cached)
+        tmp.replace(cached)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     if verbose:
         print(f"steerlens: converted in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    # Reload from the cache so the first and later loads give identical objects.
-    return load_hf_model(verbose=False)
 
 
 def llama_config(hf_config: Any, name: str = DEFAULT_MODEL) -> Any:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from ..activations import collect_activations
 from ..data import data_dir, read_jsonl
@@ -41,6 +44,7 @@ from ..editing import (
     resid_hook_name,
     sink_threshold,
 )
+from ..files import atomic_file, cache_lock
 from ..generation import encode
 from ..solvers import Dictionary, elastic_net, lasso, omp
 
@@ -114,13 +118,18 @@ class ConceptDictionary:
         self.partitions[task] = sorted(out)
         return self.partitions[task]
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+        """Write ``atoms.safetensors`` then ``dictionary.json`` (each renamed into place whole; the JSON,
+        which ``load`` looks for, last). ``dtype=torch.float16`` halves the size (shipped dictionaries)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_file({f"atoms.{la}": a.contiguous() for la, a in self.atoms.items()}, str(path / "atoms.safetensors"))
+        (path / "dictionary.json").unlink(missing_ok=True)
+        with atomic_file(path / "atoms.safetensors") as tmp:
+            save_file({f"atoms.{la}": a.to(dtype).contiguous() for la, a in self.atoms.items()}, str(tmp))
         meta = {"concepts": self.concepts, "model": vars(self.model), "settings": self.settings,
                 "partitions": self.partitions, "layers": sorted(self.atoms)}
-        (path / "dictionary.json").write_text(json.dumps(meta, indent=1))
+        with atomic_file(path / "dictionary.json") as tmp:
+            tmp.write_text(json.dumps(meta, indent=1))
         return path
 
     @classmethod
@@ -130,7 +139,7 @@ class ConceptDictionary:
             raise FileNotFoundError(f"No concept dictionary at {path}")
         meta = json.loads((path / "dictionary.json").read_text())
         tensors = load_file(str(path / "atoms.safetensors"))
-        atoms = {int(k.split(".")[1]): v for k, v in tensors.items()}
+        atoms = {int(k.split(".")[1]): v.float() for k, v in tensors.items()}  # shipped atoms are float16
         return cls(meta["concepts"], atoms, ModelSpec(**meta["model"]), meta["settings"], meta["partitions"])
 
 
@@ -225,27 +234,95 @@ def default_dictionary(model: Any, n_concepts: int | None = None, layers: Sequen
         return cache_dir() / "dictionaries" / f"{name}-{len(chosen)}-{key}"
 
     path = cached(stim)
+    whole = cached(every)
+    shipped = SHIPPED_DIR / whole.name
+    # the whole dictionary, built earlier or shipped with steerlens: a prefix of it is sliced, not built
+    source = whole if (whole / "dictionary.json").is_file() else shipped if _matches_shipped(shipped, model) else None
     if (path / "dictionary.json").is_file():
         dic = ConceptDictionary.load(path)
         dic.model.check(model, "cached concept dictionary")
-    elif len(stim) < len(every) and ((whole := cached(every)) / "dictionary.json").is_file():
+    elif source is not None and len(stim) == len(every):
+        dic = ConceptDictionary.load(source)
+        dic.model.check(model, "cached concept dictionary")
+    elif source is not None:
         # a prefix of a dictionary already built: an atom depends on its own concept's stimuli only
-        full = ConceptDictionary.load(whole)
+        full = ConceptDictionary.load(source)
         full.model.check(model, "cached concept dictionary")
         k = len(stim)
         dic = ConceptDictionary(full.concepts[:k], {la: a[:k] for la, a in full.atoms.items()}, full.model,
                                 {**full.settings, "stimuli_per_concept": sum(map(len, stim.values())) / k,
-                                 "sliced_from": whole.name})
+                                 "sliced_from": source.name})
     else:
-        dic = ConceptDictionary.build(model, stim, layers, position=position, batch_size=64, progress=progress)
-        dic.settings["stimuli"] = "templates (data/concepts/frames.txt)" if source is None else str(source)
-        dic.settings["position"] = reading
-        dic.save(path)
+        with cache_lock(path, "building the same concept dictionary"):
+            if (path / "dictionary.json").is_file():  # built by another process while this one waited
+                dic = ConceptDictionary.load(path)
+            else:
+                if progress:
+                    print(f"steerlens: building PaCE's concept dictionary ({len(stim)} concepts, "
+                          f"{sum(map(len, stim.values()))} stimuli, layers {layers}) for {name}, in chunks that an "
+                          f"interrupted build resumes from; cached in {path} for later runs", file=sys.stderr)
+                dic = build_in_chunks(model, stim, layers, position, path.with_name(path.name + ".partial"),
+                                      progress)
+                stimuli_name = "templates (data/concepts/frames.txt)" if source is None else \
+                    "model" if stimuli == "model" else str(source)
+                dic.settings.update(stimuli=stimuli_name, position=reading)
+                dic.save(path)
+        shutil.rmtree(path.with_name(path.name + ".partial"), ignore_errors=True)
+    dic.settings["whole_name"] = whole.name  # the whole dictionary this one is (a prefix of); its cache name
     for task, group in TASK_GROUPS.items():
         words = tagged_concepts(group)
         if task not in dic.partitions and any(w in dic.concepts for w in words):
             curated_partition(dic, task, words, quiet=True)
     return dic
+
+
+BUILD_CHUNK = 200  # concepts per saved chunk of a dictionary build
+
+
+def build_in_chunks(model: Any, stimuli: Mapping[str, Sequence[str]], layers: Sequence[int], position: str,
+                    partial: Path, progress: bool = True) -> ConceptDictionary:
+    """``ConceptDictionary.build`` over ``BUILD_CHUNK`` concepts at a time, each chunk's atoms saved in
+    ``partial`` (whole files, renamed into place) so that an interrupted build resumes at the first missing
+    chunk. An atom depends on its own concept's stimuli only, so the result is the one-piece build's (up to
+    float rounding from batching)."""
+    names = list(stimuli)
+    layers = check_layers(list(layers), model.cfg.n_layers)
+    starts = range(0, len(names), BUILD_CHUNK)
+    pieces: dict[int, list[torch.Tensor]] = {la: [] for la in layers}
+    for start in tqdm(starts, desc="dictionary chunks", disable=not progress or len(starts) < 2, unit="chunk"):
+        chunk = names[start:start + BUILD_CHUNK]
+        file = partial / f"{start:06d}-{start + len(chunk):06d}.safetensors"
+        if file.is_file():
+            part = load_file(str(file))
+        else:
+            built = ConceptDictionary.build(model, {c: stimuli[c] for c in chunk}, layers, position=position,
+                                            batch_size=64, progress=progress and len(starts) < 2)
+            part = {f"atoms.{la}": a for la, a in built.atoms.items()}
+            with atomic_file(file) as tmp:
+                save_file(part, str(tmp))
+        for la in layers:
+            pieces[la].append(part[f"atoms.{la}"])
+    counts = [len(stimuli[c]) for c in names]
+    return ConceptDictionary(names, {la: torch.cat(p) for la, p in pieces.items()}, ModelSpec.of(model),
+                             {"position": position, "stimuli_per_concept": sum(counts) / len(counts)})
+
+
+# Prebuilt dictionaries shipped in the package (float16 atoms), named like their cache entries: the default
+# model's detox dictionary, so that PaCE runs on a fresh install without a 15-minute build.
+# Rebuild with ``python tools/ship_dictionary.py``.
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets" / "dictionaries"
+
+
+def _matches_shipped(path: Path, model: Any) -> bool:
+    """A shipped dictionary exists at ``path`` and was built on this model (same shape and weights)."""
+    if not (path / "dictionary.json").is_file():
+        return False
+    spec = ModelSpec(**json.loads((path / "dictionary.json").read_text())["model"])
+    try:
+        spec.check(model, "shipped concept dictionary")
+    except ValueError:
+        return False
+    return True
 
 
 TASK_GROUPS = {"detox": "toxicity", "sentiment": "negative_sentiment", "truthfulqa": "falsehood"}
@@ -410,6 +487,36 @@ class PaCEEditor(Editor):
             out[:, where] = remove(act[:, where])
             return out
         return pace
+
+
+    def explain(self, model: Any, context: str, answer: str, top: int = 3) -> str:
+        """The undesirable concepts removed most (summed |coefficient| over the tokens PaCE edits, at its middle
+        layer, attention sinks left out) and how much of the activation norm the removal takes there."""
+        from ..generation import encode as _encode
+
+        layer = self.layers[len(self.layers) // 2]
+        d = decompose(model, self, context + answer, layer)
+        n_ctx = _encode(model, [context])[0].shape[1]
+        n = len(d["tokens"])
+        where = {"all": torch.ones(n, dtype=torch.bool), "prompt": torch.arange(n) < n_ctx,
+                 "generated": torch.arange(n) >= n_ctx}[self.settings.get("positions", "all")]
+        sink = self.tensors.get(f"sink_norm.{layer}")
+        if sink is not None:
+            where &= d["norm"].cpu() <= float(sink)
+        if not bool(where.any()):
+            return "edits no token of this text"
+        c = d["coefficients"].cpu()[where] * d["undesirable"].cpu()
+        weight = c.abs().sum(0)
+        total = float(weight.sum())
+        share = float((d["removed"].cpu()[where] / d["norm"].cpu()[where].clamp_min(1e-12)).mean())
+        kind = {"all": "", "prompt": " prompt", "generated": " answer"}[self.settings.get("positions", "all")]
+        if total <= 0:
+            return f"found no undesirable concept in the {int(where.sum())}{kind} tokens (layer {layer})"
+        names = d["concepts"]
+        best = weight.topk(min(top, int((weight > 0).sum()))).indices.tolist()
+        listed = ", ".join(f"'{names[i]}' {100 * float(weight[i]) / total:.0f}%" for i in best)
+        return (f"removed {listed} of the undesirable part; {100 * share:.1f}% of the activation norm on "
+                f"{int(where.sum())}{kind} tokens (layer {layer})")
 
 
 @torch.no_grad()

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..editing import Editor, HookFn, ModelSpec, register
+from ..files import atomic_file
 from ..generation import encode, format_chat, generate_tokens
 
 STATE_HOOK = "ln_final.hook_normalized"
@@ -63,11 +64,15 @@ class Rollouts:
     rewards: list[float] = field(default_factory=list)
 
     def save(self, path: str | Path) -> Path:
+        """``states.safetensors`` then ``rollouts.json`` (which ``load`` looks for), each renamed into place."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_file({f"s{i}": s.contiguous() for i, s in enumerate(self.states)}, str(path / "states.safetensors"))
-        (path / "rollouts.json").write_text(json.dumps({"prompts": self.prompts, "responses": self.responses,
-                                                        "rewards": self.rewards}))
+        (path / "rollouts.json").unlink(missing_ok=True)
+        with atomic_file(path / "states.safetensors") as tmp:
+            save_file({f"s{i}": s.contiguous() for i, s in enumerate(self.states)}, str(tmp))
+        with atomic_file(path / "rollouts.json") as tmp:
+            tmp.write_text(json.dumps({"prompts": self.prompts, "responses": self.responses,
+                                       "rewards": self.rewards}))
         return path
 
     @classmethod
@@ -357,6 +362,20 @@ class ValueController(Editor):
             out[:, -1] = act[:, -1] + u.to(act.dtype)
             return out
         return control
+
+
+    def explain(self, model: Any, context: str, answer: str) -> str:
+        """V before and after the ascent, and the control's size, averaged over the answer's states."""
+        tokens, mask = encode(model, [context + answer])
+        n_ctx = encode(model, [context])[0].shape[1]
+        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=STATE_HOOK)
+        states = cache[STATE_HOOK][0, max(n_ctx - 1, 0):-1].float()  # the states that produced the answer
+        s = self.settings
+        u, trace = gradient_ascent(self.value_function(), states, s["alpha"], s["n_steps"], s["max_norm"])
+        before, after = float(trace[0].mean()), float(trace[-1].mean())
+        share = float((u.norm(dim=-1) / states.norm(dim=-1).clamp_min(1e-12)).mean())
+        return (f"value V(s) {before:+.3f} -> {after:+.3f} after {s['n_steps']} ascent steps; control |u| = "
+                f"{100 * share:.1f}% of |s| (mean over the answer's final states)")
 
 
 # -- analysis -------------------------------------------------------------------------------------------

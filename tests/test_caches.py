@@ -1,0 +1,138 @@
+"""Caches that survive interruptions and concurrent use: atomic entries, resumable builds, inter-process locks."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from steerlens.methods import pace
+from steerlens.methods.pace import ConceptDictionary, default_dictionary
+
+
+def stimuli_file(tmp_path, n=7):
+    path = tmp_path / "stimuli.jsonl"
+    path.write_text("\n".join(json.dumps({"concept": f"w{i}", "stimuli": [f"a w{i}", f"the w{i} here"]})
+                              for i in range(n)) + "\n")
+    return path
+
+
+@pytest.mark.integration  # the tiny model with the default model's tokenizer
+class TestResumableDictionary:
+    def test_interrupted_build_resumes_and_matches_an_uninterrupted_one(self, tiny_chat, tmp_path, monkeypatch):
+        tiny = tiny_chat
+        path = stimuli_file(tmp_path)
+        monkeypatch.setattr(pace, "BUILD_CHUNK", 2)  # 7 concepts: chunks of 2, 2, 2, 1
+        monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path / "whole"))
+        whole = default_dictionary(tiny, stimuli=path, layers=[1, 2], progress=False)
+
+        monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path / "cut"))
+        real_build, calls = ConceptDictionary.build, []
+
+        def failing(*a, **k):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt  # Ctrl-C during the third chunk
+            return real_build(*a, **k)
+
+        monkeypatch.setattr(ConceptDictionary, "build", failing)
+        with pytest.raises(KeyboardInterrupt):
+            default_dictionary(tiny, stimuli=path, layers=[1, 2], progress=False)
+        entries = list((tmp_path / "cut" / "dictionaries").iterdir())
+        assert not any((e / "dictionary.json").exists() for e in entries)  # nothing a later run would trust
+        (partial,) = [e for e in entries if e.name.endswith(".partial")]
+        assert sorted(f.name for f in partial.iterdir()) == ["000000-000002.safetensors", "000002-000004.safetensors"]
+
+        calls.clear()
+        monkeypatch.setattr(ConceptDictionary, "build", lambda *a, **k: calls.append(1) or real_build(*a, **k))
+        resumed = default_dictionary(tiny, stimuli=path, layers=[1, 2], progress=False)
+        assert len(calls) == 2  # the two missing chunks only
+        assert resumed.concepts == whole.concepts
+        for layer in (1, 2):
+            torch.testing.assert_close(resumed.atoms[layer], whole.atoms[layer], atol=1e-5, rtol=1e-5)
+        assert not partial.exists()  # cleaned once the whole entry is written
+
+
+LOCK_SCRIPT = textwrap.dedent('''
+    import sys, time
+    from steerlens.files import cache_lock
+    count, log = sys.argv[1], sys.argv[2]
+    with cache_lock(count, "counting"):
+        n = int(open(count).read() or 0) if __import__("os").path.exists(count) else 0
+        time.sleep(1.0)  # a slow build: the other process must wait, not interleave
+        open(count, "w").write(str(n + 1))
+    open(log, "a").write("done\\n")
+''')
+
+BUILD_SCRIPT = textwrap.dedent('''
+    import sys, time
+    from steerlens.methods import pace
+    from steerlens.methods.pace import ConceptDictionary, default_dictionary
+    from transformers import AutoTokenizer
+    from steerlens.models import _attach_tokenizer, tiny_model
+    stimuli, log, tokenizer = sys.argv[1], sys.argv[2], AutoTokenizer.from_pretrained(sys.argv[3])
+    real = ConceptDictionary.build
+    def slow(*a, **k):
+        open(log, "a").write("build\\n")
+        time.sleep(1.0)
+        return real(*a, **k)
+    ConceptDictionary.build = slow
+    model = tiny_model(n_layers=3, d_vocab=len(tokenizer))
+    _attach_tokenizer(model, tokenizer)
+    dic = default_dictionary(model, stimuli=stimuli, layers=[1], progress=False)
+    print(float(dic.atoms[1].sum()))
+''')
+
+
+class TestTwoProcesses:
+    def run_two(self, script, args, tmp_path, env=None):
+        import os
+
+        environment = {**os.environ, "STEERLENS_CACHE": str(tmp_path / "cache"), **(env or {})}
+        procs = [subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=environment) for _ in range(2)]
+        outs = [p.communicate(timeout=300) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+        return outs
+
+    def test_lock_serialises_two_real_processes(self, tmp_path):
+        count, log = tmp_path / "count", tmp_path / "log"
+        outs = self.run_two(LOCK_SCRIPT, [str(count), str(log)], tmp_path)
+        assert count.read_text() == "2"  # no lost update
+        assert any("waiting for it to finish" in err for _, err in outs)
+
+    @pytest.mark.integration
+    def test_two_processes_build_one_dictionary_once(self, tiny_chat, tmp_path):
+        from steerlens.models import _hf_cache_path
+
+        log = tmp_path / "log"
+        outs = self.run_two(BUILD_SCRIPT, [str(stimuli_file(tmp_path, n=3)), str(log), str(_hf_cache_path())],
+                            tmp_path)
+        assert log.read_text().count("build") == 1  # the second process waited, then loaded the first's
+        assert outs[0][0].strip() == outs[1][0].strip()
+
+
+@pytest.mark.integration
+def test_interrupted_recontrol_fit_resumes_from_its_rollouts(tiny_chat, tmp_path, monkeypatch):
+    from steerlens import harness
+    from steerlens.methods import recontrol
+
+    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
+    settings = {"epochs": 1, "samples": 1}
+    real_train, real_rollout, rollouts = recontrol.train_value, recontrol.rollout, []
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recontrol, "rollout", lambda *a, **k: rollouts.append(1) or real_rollout(*a, **k))
+    monkeypatch.setattr(recontrol, "train_value", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        harness.fit_editor(tiny_chat, "recontrol", "sentiment", max_new_tokens=4, settings=settings, progress=False)
+    assert len(rollouts) == 2  # chat and raw prompts, both kept in the .partial folder
+    monkeypatch.setattr(recontrol, "train_value", real_train)
+    editor = harness.fit_editor(tiny_chat, "recontrol", "sentiment", max_new_tokens=4, settings=settings,
+                                progress=False)
+    assert len(rollouts) == 2 and editor.method == "recontrol"  # no rollout made again
+    assert not list((tmp_path / "editors").glob("*.partial"))
