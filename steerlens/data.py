@@ -41,11 +41,13 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict[st
     if not path.is_file():
         raise FileNotFoundError(f"No such file: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # no newline translation: a lone \r does not end a line
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
     rows = []
-    for i, line in enumerate(text.splitlines(), 1):
+    # split on newlines only: str.splitlines also breaks at U+2028, U+0085, \x1c-\x1e, which JSON strings
+    # written with ensure_ascii=False may hold
+    for i, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:

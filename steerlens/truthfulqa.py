@@ -35,7 +35,7 @@ def load_truthfulqa(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"No such TruthfulQA CSV: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # no newline translation: the csv module reads quoted \r
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
     with io.StringIO(text, newline="") as f:
