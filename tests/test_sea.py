@@ -152,3 +152,17 @@ def test_truthfulqa_demonstrations_all_answers_pair_every_answer():
     assert d.positive == ["B1", "C1", "C2", "B2"] and d.negative == ["W1", "W2", "W1", "W3"]
     with pytest.raises(ValueError, match="answers"):
         truthfulqa_demonstrations(rows, answers="some")
+
+
+def test_cancelled_layers_are_those_where_the_edit_is_the_identity(tiny):
+    """k+ = k- with the same subspace: Eq. 4 returns z (the notebook's black heatmap rows); detected."""
+    d = tiny.cfg.d_model
+    q = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(0)))[0]
+    same = {"u_pos.1": q[:, :1].contiguous(), "u_neg.1": q[:, :1].contiguous(), "phi_scale.1": torch.ones(d)}
+    other = {"u_pos.2": q[:, :1].contiguous(), "u_neg.2": q[:, 1:2].contiguous(), "phi_scale.2": torch.ones(d)}
+    editor = SpectralEditor(model=ModelSpec.of(tiny), layers=[1, 2], settings={"feature_map": "linear"},
+                            tensors={**same, **other})
+    assert editor.cancelled_layers() == [1]
+    z = torch.randn(2, 3, d)
+    torch.testing.assert_close(spectral_edit(z, same["u_pos.1"], same["u_neg.1"]), z, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(spectral_edit(z, other["u_pos.2"], other["u_neg.2"]), z, atol=1e-3)

@@ -249,6 +249,32 @@ class SpectralEditor(Editor):
             return phi_inverse(edited, kind, scale.to(act.dtype), sign_of=act)
         return phi_sea
 
+    def explain(self, model: Any, context: str, answer: str) -> str:
+        """Kept positive rank k+ and removed negative rank k- (medians over layers), the layers where the two
+        subspaces coincide (then the edit cancels: see ``cancelled_layers``), and the edit's size."""
+        ranks = torch.tensor(list(self.kept_ranks().values()), dtype=torch.float)
+        k_pos, k_neg = (int(x) for x in ranks.median(dim=0).values)
+        size = self.answer_edit_sizes(model, context, answer).mean()
+        cancelled = self.cancelled_layers()
+        note = f"; the edit cancels at {len(cancelled)} of {len(self.layers)} layers" if cancelled else ""
+        return (f"keeps the top {k_pos} of {self.model.d_model} positive directions and removes the top {k_neg} "
+                f"negative ones (medians{self._layer_text()}){note}: moves the answer by {100 * size:.1f}% of "
+                "its norm")
+
+    def cancelled_layers(self, threshold: float = 0.99) -> list[int]:
+        """Layers where the kept and the removed subspaces coincide (k+ = k- and every principal cosine between
+        them at least ``threshold``). There ``P+ z + (I - P-) z = z``: Eq. 4 gives back ``z`` and the layer is
+        not edited. It happens when one direction holds nearly all of both cross-covariances' energy (the
+        activations' mean direction, on a small model with few demonstrations)."""
+        out = []
+        for layer in self.layers:
+            u_pos, u_neg = self.tensors[f"u_pos.{layer}"].double(), self.tensors[f"u_neg.{layer}"].double()
+            if u_pos.shape[1] == u_neg.shape[1] > 0:
+                cosines = torch.linalg.svdvals(u_pos.T @ u_neg)
+                if float(cosines.min()) >= threshold:
+                    out.append(layer)
+        return out
+
     def kept_ranks(self) -> dict[int, tuple[int, int]]:
         """``{layer: (k+, k-)}``: kept positive rank and removed negative rank per layer."""
         return {layer: (self.tensors[f"u_pos.{layer}"].shape[1], self.tensors[f"u_neg.{layer}"].shape[1])
