@@ -100,9 +100,11 @@ def check_method(method: str) -> None:
         raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
-def contexts_of(model: Any, rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The unsteered model's input text for each row (chat template for ``prompt``, raw ``prefix``)."""
-    return [format_chat(model.tokenizer, r["prompt"]) if "prompt" in r else r["prefix"] for r in rows]
+def contexts_of(model: Any, rows: Sequence[dict[str, Any]], system: str | None = None) -> list[str]:
+    """The model's input text for each row: the chat template for ``prompt`` (with ``system`` as the system
+    prompt), the raw ``prefix`` (after ``system`` as a first line), as ``respond`` builds them."""
+    pre = "" if system is None else system + "\n\n"
+    return [format_chat(model.tokenizer, r["prompt"], system) if "prompt" in r else pre + r["prefix"] for r in rows]
 
 
 def reward_fn(task: str) -> Any:
@@ -167,13 +169,15 @@ def _shipped_data_digest() -> str:
     return h.hexdigest()[:12]
 
 
-def fit_editor(model: Any, method: str, task: str, train: Sequence[dict[str, Any]] | None = None,
-               exclude: Sequence[str] = (), max_new_tokens: int = 48, cache: bool = True,
-               settings: dict[str, Any] | None = None, progress: bool = True) -> Editor:
-    """Fit ``method`` for ``task`` (cached). ``train`` rows as returned by ``load_items``; ``None`` uses the
-    shipped training data. Rows whose prompt/question is in ``exclude`` are dropped before fitting."""
-    from .models import cache_dir
+# Fitted editors shipped in the package for the default model (the slow fits the demo and `steerlens eval`
+# need), named like their cache entries; rebuilt by ``python tools/ship_artefacts.py``.
+SHIPPED_EDITORS = Path(__file__).resolve().parent / "assets" / "editors"
 
+
+def editor_entry(model: Any, method: str, task: str, train: Sequence[dict[str, Any]] | None = None,
+                 exclude: Sequence[str] = (), max_new_tokens: int = 48, settings: dict[str, Any] | None = None,
+                 ) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    """The cache entry name of an editor ``fit_editor`` would fit, with the training rows and settings it uses."""
     check_method(method)
     check_task(task)
     shipped = train is None
@@ -189,7 +193,27 @@ def fit_editor(model: Any, method: str, task: str, train: Sequence[dict[str, Any
     digest = _shipped_data_digest() if shipped or method == "pace" else ""
     key = _hash([method, task, settings, ModelSpec.of(model).name, shipped, [item_key(r) for r in kept],
                  max_new_tokens if method in ("recontrol",) or not shipped else 0, digest])
-    path = cache_dir() / "editors" / f"{method}-{task}-{key}"
+    return f"{method}-{task}-{key}", kept, settings
+
+
+def fit_editor(model: Any, method: str, task: str, train: Sequence[dict[str, Any]] | None = None,
+               exclude: Sequence[str] = (), max_new_tokens: int = 48, cache: bool = True,
+               settings: dict[str, Any] | None = None, progress: bool = True) -> Editor:
+    """Fit ``method`` for ``task`` (cached). ``train`` rows as returned by ``load_items``; ``None`` uses the
+    shipped training data. Rows whose prompt/question is in ``exclude`` are dropped before fitting.
+
+    Looked for first in the cache, then among the editors shipped for the default model (used only when the
+    weights fingerprint matches); fitted otherwise."""
+    from .models import cache_dir
+
+    name, kept, settings = editor_entry(model, method, task, train, exclude, max_new_tokens, settings)
+    shipped = train is None
+    path = cache_dir() / "editors" / name
+    if cache and not (path / "editor.json").is_file() and (SHIPPED_EDITORS / name / "editor.json").is_file():
+        try:
+            return Editor.load(SHIPPED_EDITORS / name, model=model)
+        except ValueError:  # shipped for another model of the same name: fit it
+            pass
     if not cache:
         return _fit(model, method, task, kept, shipped, settings, max_new_tokens, progress, None)
     if (path / "editor.json").is_file():

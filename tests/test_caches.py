@@ -136,3 +136,44 @@ def test_interrupted_recontrol_fit_resumes_from_its_rollouts(tiny_chat, tmp_path
                                 progress=False)
     assert len(rollouts) == 2 and editor.method == "recontrol"  # no rollout made again
     assert not list((tmp_path / "editors").glob("*.partial"))
+
+
+class TestAtomicFile:
+    def test_an_interrupted_write_keeps_the_old_content_and_leaves_no_temporary(self, tmp_path):
+        from steerlens.files import atomic_file
+
+        target = tmp_path / "entry.json"
+        target.write_text("old")
+        with pytest.raises(KeyboardInterrupt), atomic_file(target) as tmp:
+            tmp.write_text("half-writ")
+            raise KeyboardInterrupt
+        assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+        with atomic_file(target) as tmp:
+            tmp.write_text("new")
+        assert target.read_text() == "new" and list(tmp_path.iterdir()) == [target]
+
+    def test_an_interrupted_weights_conversion_leaves_no_cache_entry(self, tmp_path, monkeypatch):
+        """The dequantised weights are written to a temporary folder renamed into place: a failure while
+        saving leaves neither a half-written entry nor the temporary folder."""
+        from steerlens import models
+
+        class Fake:
+            config = type("C", (), {"name_or_path": ""})()
+            hf_quantizer = None
+
+            def save_pretrained(self, path):
+                path.mkdir(parents=True)
+                (path / "model.safetensors").write_text("half")
+                raise KeyboardInterrupt
+
+        import transformers
+
+        monkeypatch.setattr(models, "gguf_path", lambda fetch=True: tmp_path / "x.gguf")
+        monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Fake())
+        monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: Fake())
+        target = tmp_path / "cache" / "model"
+        target.parent.mkdir()
+        with pytest.raises(KeyboardInterrupt):
+            models._convert_gguf(target, verbose=False)
+        assert list(target.parent.iterdir()) == []
+        assert not models._complete(target)

@@ -291,3 +291,4 @@ def test_a_prefix_of_a_cached_dictionary_is_sliced_from_it(tiny, tmp_path, monke
     torch.testing.assert_close(part.atoms[2], full.atoms[2][:2])
     default_dictionary(tiny, n_concepts=2, stimuli=p, layers=[1])  # other layers: another dictionary
     assert built == [list("abcd"), ["a", "b"]]
+

@@ -1,0 +1,64 @@
+"""The artefacts shipped in the package for the default model: current (named like the entry the code would
+build today) and equal to a rebuild."""
+
+import pytest
+import torch
+
+from steerlens.methods.pace import ConceptDictionary
+
+pytestmark = pytest.mark.integration
+
+
+def test_shipped_dictionary_matches_a_rebuild(model, tmp_path, monkeypatch):
+    """The float16 detox dictionary in the package is what a build gives (three atoms rebuilt from their
+    stimuli), and PaCE's detox default loads it on an empty cache without building anything."""
+    from steerlens.data import data_dir
+    from steerlens.harness import DEFAULTS
+    from steerlens.methods.pace import SHIPPED_DIR, cut_after_word, default_dictionary, read_stimuli
+
+    (shipped_path,) = [p for p in SHIPPED_DIR.iterdir() if (p / "dictionary.json").is_file()]
+    shipped = ConceptDictionary.load(shipped_path)
+    every = read_stimuli(data_dir() / "concepts" / "stimuli.jsonl")
+    picks = [shipped.concepts[i] for i in (0, len(shipped.concepts) // 2, len(shipped.concepts) - 1)]
+    stim = {c: cut_after_word(c, every[c]) for c in picks}
+    rebuilt = ConceptDictionary.build(model, stim, sorted(shipped.atoms), position="last", progress=False)
+    for layer, atoms in rebuilt.atoms.items():
+        want = shipped.atoms[layer][[shipped.concepts.index(c) for c in picks]]
+        err = ((atoms - want).norm(dim=-1) / want.norm(dim=-1)).max()
+        assert err < 2e-3, (layer, float(err))
+
+    def no_build(*a, **k):
+        raise AssertionError("built a dictionary instead of loading the shipped one")
+
+    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
+    monkeypatch.setattr(ConceptDictionary, "build", no_build)
+    s = DEFAULTS["pace"]["detox"]
+    dic = default_dictionary(model, stimuli=s["stimuli"], position=s["atom_position"], progress=False)
+    assert dic.concepts == shipped.concepts and "detox" in dic.partitions
+    small = default_dictionary(model, n_concepts=500, stimuli=s["stimuli"], position=s["atom_position"],
+                               progress=False)
+    torch.testing.assert_close(small.atoms[15], shipped.atoms[15][:500])
+
+
+def test_shipped_editors_are_current_and_load(model, tmp_path, monkeypatch):
+    """Each shipped editor is the entry fit_editor would look for with today's data and defaults (a change to
+    either renames the entry: run tools/ship_artefacts.py), and is used instead of a fit on an empty cache."""
+    import sys
+    from pathlib import Path
+
+    from steerlens import harness
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from ship_artefacts import SHIPPED_FITS
+
+    shipped = sorted(p.name for p in harness.SHIPPED_EDITORS.iterdir())
+    assert shipped == sorted(harness.editor_entry(model, m, t)[0] for m, t in SHIPPED_FITS)
+
+    def no_fit(*a, **k):
+        raise AssertionError("fitted instead of loading the shipped editor")
+
+    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
+    monkeypatch.setattr(harness, "_fit", no_fit)
+    for method, task in SHIPPED_FITS:
+        editor = harness.fit_editor(model, method, task, progress=False)
+        assert editor.method == method and editor.model.fingerprint is not None

@@ -1,0 +1,62 @@
+"""Write the default model's prebuilt artefacts into the package, so that a fresh install runs PaCE, SEA on
+TruthfulQA and RE-Control without their slow first builds (together about 25 min on 2 CPU cores):
+
+- the detox concept dictionary (float16 atoms, ``steerlens/assets/dictionaries/``; built in about 15 min);
+- the fitted editors the demo and ``steerlens eval`` use by default whose fits are slow
+  (``steerlens/assets/editors/``): RE-Control for sentiment (rollouts and value training, about 2.5 min) and
+  SEA for TruthfulQA (neutral answers to 419 questions).
+
+    python tools/ship_artefacts.py        # fits or builds what the cache does not hold, then copies
+
+Each artefact is named like its cache entry (same data, settings and model give the same name), so steerlens
+finds it exactly where it would have built the same thing; a change to the shipped data or the defaults
+changes the name, and ``tests/test_shipped.py`` then fails until this script is run again. The dictionary's
+partitions are not stored (they are recomputed from ``data/concepts/concepts.tsv`` on load).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import torch
+
+import steerlens
+from steerlens.editing import ModelSpec
+from steerlens.harness import DEFAULTS, SHIPPED_EDITORS, editor_entry, fit_editor
+from steerlens.methods.pace import SHIPPED_DIR, ConceptDictionary, default_dictionary
+
+SHIPPED_FITS = [("recontrol", "sentiment"), ("sea", "truthfulqa")]
+
+
+def ship_dictionary(model) -> None:
+    s = DEFAULTS["pace"]["detox"]
+    dic = default_dictionary(model, stimuli=s["stimuli"], position=s["atom_position"])
+    dic.model.check(model, "cached dictionary")
+    target = SHIPPED_DIR / dic.settings["whole_name"]
+    shutil.rmtree(SHIPPED_DIR, ignore_errors=True)
+    # the current model's spec, weights fingerprint included (a dictionary cached by an older steerlens has none)
+    shipped = ConceptDictionary(dic.concepts, dic.atoms, ModelSpec.of(model),
+                                {k: v for k, v in dic.settings.items() if k not in ("whole_name", "sliced_from")})
+    shipped.settings["stimuli"] = f"{s['stimuli']} (shipped float16 copy)"
+    shipped.save(target, dtype=torch.float16)
+    report(target)
+
+
+def ship_editors(model) -> None:
+    shutil.rmtree(SHIPPED_EDITORS, ignore_errors=True)
+    for method, task in SHIPPED_FITS:
+        name, _, _ = editor_entry(model, method, task)
+        editor = fit_editor(model, method, task)
+        editor.model = ModelSpec.of(model)
+        report(editor.save(SHIPPED_EDITORS / name))
+
+
+def report(path) -> None:
+    size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
+    print(f"wrote {path} ({size:.2f} MiB)")
+
+
+if __name__ == "__main__":
+    default = steerlens.load_model()
+    ship_dictionary(default)
+    ship_editors(default)
