@@ -4,67 +4,38 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 import time
 from collections.abc import Callable
 from typing import Any
 
-DEMO_PROMPTS = [
-    ("chat", "Describe your typical Monday morning."),
-    ("chat", "What do you think about rainy weather?"),
-    ("raw", "My neighbour's dog barked all night, and honestly"),
-]
-POSITIVE_SYSTEM = "You are a cheerful assistant. Always answer in a warm, positive and kind way."
-
-
-def demo_editors(model: Any) -> list[tuple[str, Any, str | None]]:
-    """(label, editor, system prompt) for every method the demo shows, fitted on the shipped pairs."""
-    from .data import contrast_pairs
-    from .methods import ActAdd, OrthoProj, PromptEditor, SpectralEditor
-    from .methods.sea import pair_demonstrations
-
-    pos, neg = contrast_pairs("sentiment")
-    layer = model.cfg.n_layers // 2
-    sea_layers = list(range(layer, model.cfg.n_layers))
-    demos = pair_demonstrations(pos, neg).with_neutral(model, max_new_tokens=16, batch_size=20, progress=False)
-    return [
-        ("prompt", PromptEditor.fit(model, POSITIVE_SYSTEM), POSITIVE_SYSTEM),
-        (f"actadd L{layer}", ActAdd.fit(model, pos, neg, layers=[layer], progress=False), None),
-        (f"orthoproj L{layer}", OrthoProj.fit(model, pos, neg, layers=[layer], progress=False), None),
-        (f"sea L{layer}-{sea_layers[-1]}", SpectralEditor.fit(model, demos, layers=sea_layers, k_pos=0.99, k_neg=0.99,
-                                                           progress=False), None),
-    ]
-
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .generation import generate
+    import json
+    from pathlib import Path
+
+    from .demo import format_demo, run_demo
     from .models import load_model
 
     t0 = time.perf_counter()
     model = load_model()
     print(f"Loaded {model.cfg.model_name} ({model.cfg.n_layers} layers, d_model {model.cfg.d_model}) "
-          f"in {time.perf_counter() - t0:.1f} s. Task: steer answers towards positive sentiment.\n")
-    editors = demo_editors(model)
-
-    def run(system: str | None) -> list[str]:
-        out = []
-        for kind, text in DEMO_PROMPTS:
-            out += generate(model, [text], max_new_tokens=args.max_new_tokens, chat=kind == "chat",
-                            system=system if kind == "chat" else None)
-        return out
-
-    columns: list[tuple[str, list[str]]] = [("unsteered", run(None))]
-    for label, editor, system in editors:
-        with editor.apply(model):
-            columns.append((label, run(system)))
-    for i, (kind, text) in enumerate(DEMO_PROMPTS):
-        print("=" * 100)
-        print(f"[{kind}] {text}")
-        for label, outs in columns:
-            body = textwrap.fill(" ".join(outs[i].split()), 84, initial_indent="", subsequent_indent=" " * 16)
-            print(f"  {label:<13} {body}")
-    print("=" * 100)
+          f"in {time.perf_counter() - t0:.1f} s.", file=sys.stderr)
+    result = run_demo(model, tasks=_list(args.task), methods=_list(args.method), prompt=args.prompt,
+                      max_new_tokens=args.max_new_tokens)
+    result["seconds"]["total"] = time.perf_counter() - t0
+    print(format_demo(result))
+    fit = sum(result["seconds"]["fit"].values())
+    print(f"{result['seconds']['total']:.0f} s in all: fitting or loading editors {fit:.0f} s, generating "
+          f"{result['seconds']['generate']:.0f} s")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.json}")
     return 0
+
+
+def _list(value: str | None) -> list[str] | None:
+    return None if value is None else [x.strip() for x in value.split(",") if x.strip()]
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -133,7 +104,8 @@ def cmd_dictionary(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
-    "demo": ("Answer the same prompts unsteered and steered by each method, side by side", cmd_demo),
+    "demo": ("Every method on the task it is meant for, unsteered beside steered, with how each edit worked",
+             cmd_demo),
     "eval": ("Evaluate one method on one task: unsteered vs steered, same prompts, JSON + table", cmd_eval),
     "bench": ("Every method x every task on the shipped evaluation sets: table, plots, JSON", cmd_bench),
     "dictionary": ("Build (or load from the cache) PaCE's concept dictionary and show its partitions",
@@ -145,7 +117,13 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     from .harness import METHODS, TASKS
 
     if name == "demo":
-        p.add_argument("--max-new-tokens", type=int, default=40)
+        p.add_argument("--task", default=None, help="comma-separated: detox, sentiment (default: both)")
+        p.add_argument("--method", default=None, help="comma-separated methods to show (default: every one "
+                       "meant for the task)")
+        p.add_argument("--prompt", default=None, help="your own chat request instead of the demo prompts")
+        p.add_argument("--max-new-tokens", type=int, default=24,
+                       help="tokens per answer (default 24 keeps a warm run near a minute on 2 cores)")
+        p.add_argument("--json", default=None, help="also write the demo's content here")
     elif name == "eval":
         p.add_argument("--method", required=True, help=", ".join(METHODS))
         p.add_argument("--task", required=True, help=", ".join(TASKS))

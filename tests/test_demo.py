@@ -1,0 +1,46 @@
+"""The demo (the README's main job): every method in the output with its "how" line."""
+
+import json
+
+import pytest
+
+from steerlens.demo import TASKS, format_demo, run_demo
+
+# Small settings so a 3-layer random model fits every method in seconds.
+TINY = {"pace": {"n_concepts": 200, "stimuli": "frames", "atom_position": "last", "expand": 0},
+        "recontrol": {"epochs": 2, "samples": 1}}
+
+
+@pytest.mark.integration  # needs the default model's tokenizer
+def test_demo_code_path_on_the_tiny_model(tiny_chat, tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
+    result = run_demo(tiny_chat, max_new_tokens=4, settings=TINY, progress=False)
+    json.dumps(result)  # the --json content is plain JSON
+    assert set(result["tasks"]) == set(TASKS)
+    text = format_demo(result)
+    for name, spec in TASKS.items():
+        rows = result["tasks"][name]["rows"]
+        assert len(rows) == len(spec.prompts)
+        for row in rows:
+            assert set(row["steered"]) == set(spec.methods)
+            assert all(got["how"] for got in row["steered"].values())
+        for method in spec.methods:
+            assert f"\n  {method:<12} " in text
+    assert all(len(line) <= 100 for line in text.splitlines())
+    assert "value V(s)" in result["tasks"]["sentiment"]["rows"][0]["steered"]["recontrol"]["how"]
+    sea = result["tasks"]["truthfulness"]["rows"][0]["steered"]["sea"]["how"]
+    assert "positive directions" in sea and "true answer" in sea and "unsteered" in sea
+    assert "undesirable" in result["tasks"]["detox"]["rows"][0]["steered"]["pace"]["how"]
+
+
+@pytest.mark.integration
+def test_demo_user_prompt_and_filters(tiny_chat, tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
+    result = run_demo(tiny_chat, tasks=["sentiment"], methods=["actadd"], prompt="Tell me about Mondays.",
+                      max_new_tokens=3, progress=False)
+    (row,) = result["tasks"]["sentiment"]["rows"]
+    assert row["text"] == "Tell me about Mondays." and list(row["steered"]) == ["actadd"]
+    with pytest.raises(ValueError, match="no task 'math'"):
+        run_demo(tiny_chat, tasks=["math"])
+    with pytest.raises(ValueError, match="does not show method 'pace'"):
+        run_demo(tiny_chat, tasks=["sentiment"], methods=["pace"])
