@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.steerlens-installed
 
-.PHONY: demo test test-bridge4 install bench clean
+.PHONY: demo test test-wheel test-bridge4 install bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check steerlens tests benchmarks tools
 	$(BIN)/python -m pytest -q tests notebooks --nbmake $(PYTEST_ARGS)
+
+# The wheel lane: build the sdist and wheel, install the wheel into a fresh venv and run the CLI, the demo and
+# the notebooks from a folder outside the checkout, with an empty cache (see .ci/wheel-lane).
+test-wheel:
+	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash .ci/wheel-lane
 
 # Second CI lane: transformer-lens 4.x (TransformerBridge only) in its own venv, bridge tests only.
 VENV4 := .venv-tl4

@@ -28,16 +28,18 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def cache_lock(path: str | Path, what: str) -> Iterator[None]:
-    """Hold an inter-process lock (``filelock``) on ``path + ".lock"`` while building a cache entry, so two
-    processes (two notebooks, two CLI runs) never write the same entry at once: the second waits, then finds
-    the entry built. Says so on stderr when it has to wait."""
+    """Hold an inter-process lock (``filelock``) while building the cache entry ``path``, so two processes
+    (two notebooks, two CLI runs) never write the same entry at once: the second waits, then finds the entry
+    built. Says so on stderr when it has to wait. The lock file lives in a ``.locks`` folder beside the entry
+    (as in the Hugging Face cache), so the cache folder itself holds entries only."""
     import sys
 
     from filelock import FileLock, Timeout
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path) + ".lock")
+    locks = path.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(locks / f"{path.name}.lock"))
     try:
         lock.acquire(timeout=0.5)
     except Timeout:

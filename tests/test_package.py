@@ -50,7 +50,7 @@ class TestDtypes:
         for name, editor in every_editor(ref_model).items():
             seen: dict[str, list] = {"unsteered": [], "steered": []}
 
-            def record(key):
+            def record(key, seen=seen):
                 return lambda act, hook: seen[key].append((act.dtype, act.device, act.shape))
 
             hooks = editor.fwd_hooks()
