@@ -309,7 +309,7 @@ def build_in_chunks(model: Any, stimuli: Mapping[str, Sequence[str]], layers: Se
 
 # Prebuilt dictionaries shipped in the package (float16 atoms), named like their cache entries: the default
 # model's detox dictionary, so that PaCE runs on a fresh install without a 15-minute build.
-# Rebuild with ``python tools/ship_dictionary.py``.
+# Rebuild with ``python tools/ship_artefacts.py``.
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets" / "dictionaries"
 
 
