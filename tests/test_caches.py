@@ -56,9 +56,13 @@ class TestResumableDictionary:
 
 
 LOCK_SCRIPT = textwrap.dedent('''
-    import sys, time
+    import os, sys, time
     from steerlens.files import cache_lock
     count, log = sys.argv[1], sys.argv[2]
+    # a barrier: both processes have imported steerlens before either takes the lock
+    open(f"{log}.ready{os.getpid()}", "w").close()
+    while len([f for f in os.listdir(os.path.dirname(log)) if ".ready" in f]) < 2:
+        time.sleep(0.05)
     with cache_lock(count, "counting"):
         n = int(open(count).read() or 0) if __import__("os").path.exists(count) else 0
         time.sleep(1.0)  # a slow build: the other process must wait, not interleave
