@@ -149,7 +149,7 @@ class Editor:
         - the editor's tensors are copied once to each device the hook meets (a model split over several
           devices steers without device errors), and float16 / bfloat16 activations are edited in float32
           and returned in their own dtype;
-        - attention-sink positions keep their value (see ``_sink_mask``).
+        - attention-sink positions keep their value (see ``apply``).
         """
         strength = check_strength(strength)
         copies: dict[str, Editor] = {}
