@@ -492,11 +492,9 @@ class PaCEEditor(Editor):
     def explain(self, model: Any, context: str, answer: str, top: int = 3) -> str:
         """The undesirable concepts removed most (summed |coefficient| over the tokens PaCE edits, at its middle
         layer, attention sinks left out) and how much of the activation norm the removal takes there."""
-        from ..generation import encode as _encode
-
         layer = self.layers[len(self.layers) // 2]
         d = decompose(model, self, context + answer, layer)
-        n_ctx = _encode(model, [context])[0].shape[1]
+        n_ctx = encode(model, [context])[0].shape[1]
         n = len(d["tokens"])
         where = {"all": torch.ones(n, dtype=torch.bool), "prompt": torch.arange(n) < n_ctx,
                  "generated": torch.arange(n) >= n_ctx}[self.settings.get("positions", "all")]
