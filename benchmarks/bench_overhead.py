@@ -16,7 +16,7 @@ from common import PROMPTS, report_speed, tokens_per_second, torch_threads, unst
 
 import steerlens  # noqa: E402
 from steerlens.data import contrast_pairs  # noqa: E402
-from steerlens.methods.recontrol import ValueController, ValueFunction  # noqa: E402
+from steerlens.methods.recontrol import MLPValue, ValueController  # noqa: E402
 from steerlens.methods.sea import SpectralEditor, pair_demonstrations  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def main() -> None:
     sea4 = SpectralEditor.fit(model, demos, layers=range(n - 4, n), progress=False)
     sea_all = SpectralEditor.fit(model, demos, layers=range(n), progress=False)
     actadd = steerlens.ActAdd.fit(model, pos, neg, layers=[15], progress=False)
-    ctl = ValueController.from_value(model, ValueFunction(model.cfg.d_model, 256, 2), alpha=1.0, n_steps=10)
+    ctl = ValueController.from_value(model, MLPValue(model.cfg.d_model, 256, 2), alpha=1.0, n_steps=10)
     print("SEA kept/removed ranks, last layer:", sea4.kept_ranks()[n - 1])
     tps = tokens_per_second(model, PROMPTS, {
         "unsteered": unsteered,

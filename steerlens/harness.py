@@ -54,7 +54,9 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "pace": {t: {"layers": [9, 15, 21], "alpha": 0.05, "l1_ratio": 0.95, "n_concepts": None, "centre": True,
                  "positions": "all", "stimuli": "frames", "atom_position": "last", "expand": 0}
              for t in TASKS},
-    "recontrol": {t: {"alpha": 1.0, "n_steps": 10, "max_norm": None, "epochs": 40, "samples": 2, "behaviours": []}
+    "recontrol": {t: {"family": "mlp", "target": "td", "alpha": 1.0, "n_steps": 10, "max_norm": None,
+                      "relative": False, "placement": "normalized", "epochs": 40, "samples": 2, "behaviours": [],
+                      "temperature": 1.0, "rollout_tokens": 48, "seed": 0}
                   for t in TASKS},
 }
 # PaCE for detox: chosen on data/detox/dev.jsonl, not on the evaluation prompts (benchmarks/pace_detox.py):
@@ -88,6 +90,14 @@ def item_key(row: dict[str, Any]) -> str:
 
 def shipped_train_path(task: str) -> Path:
     return truthfulqa_dev_path() if task == "truthfulqa" else data_dir() / task / "train.jsonl"
+
+
+def shipped_train_rows(task: str) -> list[dict[str, Any]]:
+    """The shipped training rows: ``train.jsonl`` (sentiment: plus the generated ``train_generated.jsonl``,
+    written by ``tools/make_sentiment_prompts.py`` so RE-Control has 1,000+ rollouts to learn from)."""
+    rows = load_items(shipped_train_path(task), task)
+    extra = data_dir() / task / "train_generated.jsonl"
+    return rows + load_items(extra, task) if task != "truthfulqa" and extra.is_file() else rows
 
 
 def check_task(task: str) -> None:
@@ -159,12 +169,18 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _shipped_data_digest() -> str:
-    """Digest of every file under ``data/`` (concept list, frames, pairs, prompts): a cached editor fitted
-    on older shipped data is not reused."""
+def _shipped_data_digest(task: str | None = None) -> str:
+    """Digest of the shipped data a fit for ``task`` can read (the task's folder, the contrast pairs and the
+    concept list; every file under ``data/`` when ``task`` is None): a cached editor fitted on older shipped
+    data is not reused, and data added for another task does not invalidate it."""
+    root = data_dir()
+    folders = None if task is None else {task, "pairs", "concepts"}
     h = hashlib.sha256()
-    for f in sorted(p for p in data_dir().rglob("*") if p.is_file()):
-        h.update(f.relative_to(data_dir()).as_posix().encode())
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root)
+        if folders is not None and rel.parts[0] not in folders:
+            continue
+        h.update(rel.as_posix().encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
@@ -181,7 +197,7 @@ def editor_entry(model: Any, method: str, task: str, train: Sequence[dict[str, A
     check_method(method)
     check_task(task)
     shipped = train is None
-    rows = load_items(shipped_train_path(task), task) if shipped else list(train)
+    rows = shipped_train_rows(task) if shipped else list(train)
     excluded = set(exclude)
     kept = [r for r in rows if item_key(r) not in excluded]
     if len(kept) < len(rows):
@@ -190,7 +206,7 @@ def editor_entry(model: Any, method: str, task: str, train: Sequence[dict[str, A
         raise ValueError("No training data left once the evaluated prompts are removed; pass --train")
     settings = settings_for(method, task, model, settings)
     # shipped data enters the key only where it is used: the shipped training set, or PaCE's concept list
-    digest = _shipped_data_digest() if shipped or method == "pace" else ""
+    digest = _shipped_data_digest(task) if shipped or method == "pace" else ""
     key = _hash([method, task, settings, ModelSpec.of(model).name, shipped, [item_key(r) for r in kept],
                  max_new_tokens if method in ("recontrol",) or not shipped else 0, digest])
     return f"{method}-{task}-{key}", kept, settings
@@ -306,12 +322,60 @@ def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shi
     return OrthoProj.fit(model, pos, neg, layers=s["layers"], position=position, progress=progress)
 
 
+def recontrol_rollouts(model: Any, task: str, rows: Sequence[dict[str, Any]], s: dict[str, Any],
+                       max_new_tokens: int = 48, progress: bool = True, partial: Path | None = None) -> Any:
+    """RE-Control's scored rollouts on the training rows: ``samples`` responses per prompt of
+    ``rollout_tokens`` tokens (at most ``max_new_tokens``, the evaluated length) at ``temperature`` (rollout
+    seed ``seed``), chat and raw rows apart, plus one
+    more per sample under each ``behaviours`` system prompt; rewards from the task's reward function.
+    ``partial``: a folder keeping finished batches, so an interrupted fit resumes from them."""
+    from .methods.recontrol import Rollouts, rollout
+
+    chat_rows = [r["prompt"] for r in rows if "prompt" in r]
+    raw_rows = [r["prefix"] for r in rows if "prefix" in r]
+    if s["behaviours"] and not chat_rows:
+        raise ValueError("RE-Control's behaviours are system prompts: they need chat rows ('prompt')")
+    n_tok, temp, base = min(int(s["rollout_tokens"]), max_new_tokens), float(s["temperature"]), 1000 * int(s["seed"])
+
+    def part(name: str, make: Any) -> Rollouts:
+        if partial is None:
+            return make()
+        where = partial / name
+        if (where / "rollouts.json").is_file():
+            return Rollouts.load(where)
+        made = make()
+        made.save(where)
+        return made
+
+    parts = []
+    for k in range(s["samples"]):
+        for chat, sel in ((True, chat_rows), (False, raw_rows)):
+            if sel:
+                parts.append(part(f"{k}-{'chat' if chat else 'raw'}", lambda sel=sel, chat=chat, k=k: rollout(
+                    model, sel, n_tok, chat=chat, temperature=temp, seed=base + 100 * k + chat, batch_size=32,
+                    progress=progress)))
+        for j, system in enumerate(s["behaviours"]):
+            parts.append(part(f"{k}-behaviour{j}", lambda system=system, j=j, k=k: rollout(
+                model, chat_rows, n_tok, temperature=temp, seed=base + 100 * k + 7 + j, system=system,
+                batch_size=32, progress=progress)))
+    ro = Rollouts.concat(parts)
+    ro.rewards = [float(x) for x in reward_fn(task)(ro.responses)]
+    return ro
+
+
+def _held_out_corr(curves: dict[str, Any]) -> float:
+    """The value function's held-out correlation: the last epoch's, or the chosen ridge penalty's."""
+    if "lambdas" in curves:
+        return curves["val_corr"][curves["lambdas"].index(curves["lambda"])]
+    return curves["val_corr"][-1]
+
+
 def _fit_recontrol(model: Any, task: str, rows: Sequence[dict[str, Any]], s: dict[str, Any], max_new_tokens: int,
                    progress: bool, partial: Path | None = None) -> Editor:
     """Rollouts on the training prompts scored by the task reward (TruthfulQA: the best answer, reward 1,
     and the incorrect answers, reward 0, teacher-forced), then TD value training. ``behaviours``: system
     prompts under which the chat prompts are rolled out once more per sample (see ``rollout``)."""
-    from .methods.recontrol import Rollouts, ValueController, rollout, teacher_forced, train_value
+    from .methods.recontrol import ValueController, final_gain, fit_value, teacher_forced
 
     if task == "truthfulqa":
         if s["behaviours"]:
@@ -327,39 +391,19 @@ def _fit_recontrol(model: Any, task: str, rows: Sequence[dict[str, Any]], s: dic
         ro.rewards = rewards
         positions = "all"
     else:
-        parts = []
-        chat_rows = [r["prompt"] for r in rows if "prompt" in r]
-        raw_rows = [r["prefix"] for r in rows if "prefix" in r]
-        if s["behaviours"] and not chat_rows:
-            raise ValueError("RE-Control's behaviours are system prompts: they need chat rows ('prompt')")
-        def part(name: str, make: Any) -> Rollouts:
-            """One batch of rollouts, kept in ``partial`` once made, so an interrupted fit resumes."""
-            if partial is None:
-                return make()
-            where = partial / name
-            if (where / "rollouts.json").is_file():
-                return Rollouts.load(where)
-            made = make()
-            made.save(where)
-            return made
-
-        for k in range(s["samples"]):
-            for chat, sel in ((True, chat_rows), (False, raw_rows)):
-                if sel:
-                    parts.append(part(f"{k}-{'chat' if chat else 'raw'}", lambda sel=sel, chat=chat, k=k: rollout(
-                        model, sel, max_new_tokens, chat=chat, seed=100 * k + chat, progress=progress)))
-            for j, system in enumerate(s["behaviours"]):
-                parts.append(part(f"{k}-behaviour{j}", lambda system=system, j=j, k=k: rollout(
-                    model, chat_rows, max_new_tokens, seed=100 * k + 7 + j, system=system, progress=progress)))
-        ro = Rollouts.concat(parts)
-        ro.rewards = [float(x) for x in reward_fn(task)(ro.responses)]
+        ro = recontrol_rollouts(model, task, rows, s, max_new_tokens, progress, partial)
         positions = "last"
-    vf, curves = train_value(ro, epochs=s["epochs"], progress=progress)
+    if s["placement"] == "output":  # V reads the final norm's output: the recorded states times its gain
+        gain = final_gain(model)
+        ro.states = [x * gain for x in ro.states]
+    vf, curves = fit_value(ro, s["family"], s["target"], epochs=s["epochs"], progress=progress)
     if curves["val_corr"]:
-        print(f"recontrol: value net on held-out training prompts: corr(V(s_t), reward) "
-              f"{curves['val_corr'][-1]:+.2f} (near 0: V cannot tell good from bad answers to new prompts)")
+        print(f"recontrol: {s['family']} value function ({s['target']} targets) on held-out training prompts: "
+              f"corr(V(s_t), reward) {_held_out_corr(curves):+.2f}"
+              " (near 0: V cannot tell good from bad answers to new prompts)")
     return ValueController.from_value(model, vf, alpha=s["alpha"], n_steps=s["n_steps"], max_norm=s["max_norm"],
-                                      positions=positions)
+                                      positions=positions, relative=s["relative"],
+                                      placement=s["placement"])
 
 
 # -- evaluation ---------------------------------------------------------------------------------------------

@@ -186,3 +186,40 @@ def ascent_trajectory(path_values: torch.Tensor) -> Figure:
     ax.set_xlabel("step")
     ax.set_ylabel("V(s + u)")
     return fig
+
+
+def value_gradient_plot(grad: Any, tokens: Sequence[str], skip_first: bool = True) -> Figure:
+    """RE-Control's gradient diagnostic from ``analysis.value_gradient_map``: left, the cosine of grad V with
+    the reference direction per layer (rows; the top row is the final state) and token, on a fixed -1..1
+    scale; right, the value gained per unit of edit norm (``gain``) per layer, averaged over the tokens."""
+    cos, gain = grad.cosine, grad.gain
+    if skip_first:  # the first token is the attention sink: its state is unlike any other
+        cos, gain, tokens = cos[:, 1:], gain[:, 1:], list(tokens)[1:]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(max(8, 0.35 * len(tokens) + 3), 5),
+                                 gridspec_kw={"width_ratios": [4, 1]})
+    im = ax.imshow(cos.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1, origin="lower")
+    ax.set_xticks(range(len(tokens)), tokens, rotation=70, fontsize=7)
+    ax.set_ylabel("layer (top row: final state)")
+    ax.set_title("cos(grad V, reference) per layer and token")
+    fig.colorbar(im, ax=ax)
+    bx.barh(range(gain.shape[0]), gain.mean(1).numpy())
+    bx.set_ylim(-0.5, gain.shape[0] - 0.5)
+    bx.set_xlabel("|grad V| (value per unit edit)")
+    bx.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def value_gradient_table(rows: Sequence[dict[str, Any]]) -> Figure:
+    """Held-out correlation against gradient cosine, one point per fitted value function (``family``,
+    ``target``, ``val_corr``, ``cosine`` keys): prediction and direction are different things."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for r in rows:
+        ax.scatter(r["val_corr"], r["cosine"], s=40)
+        ax.annotate(f"{r['family']}/{r['target']}", (r["val_corr"], r["cosine"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("held-out corr(V(s_t), reward)")
+    ax.set_ylabel("cos(grad V, reference)")
+    ax.set_title("prediction vs direction")
+    fig.tight_layout()
+    return fig

@@ -125,17 +125,17 @@ def test_interrupted_recontrol_fit_resumes_from_its_rollouts(tiny_chat, tmp_path
 
     monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
     settings = {"epochs": 1, "samples": 1}
-    real_train, real_rollout, rollouts = recontrol.train_value, recontrol.rollout, []
+    real_train, real_rollout, rollouts = recontrol.fit_value, recontrol.rollout, []
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(recontrol, "rollout", lambda *a, **k: rollouts.append(1) or real_rollout(*a, **k))
-    monkeypatch.setattr(recontrol, "train_value", interrupted)
+    monkeypatch.setattr(recontrol, "fit_value", interrupted)
     with pytest.raises(KeyboardInterrupt):
         harness.fit_editor(tiny_chat, "recontrol", "sentiment", max_new_tokens=4, settings=settings, progress=False)
     assert len(rollouts) == 2  # chat and raw prompts, both kept in the .partial folder
-    monkeypatch.setattr(recontrol, "train_value", real_train)
+    monkeypatch.setattr(recontrol, "fit_value", real_train)
     editor = harness.fit_editor(tiny_chat, "recontrol", "sentiment", max_new_tokens=4, settings=settings,
                                 progress=False)
     assert len(rollouts) == 2 and editor.method == "recontrol"  # no rollout made again

@@ -173,3 +173,16 @@ def test_a_users_training_data_does_not_read_the_shipped_data(tmp_path, monkeypa
     harness.fit_editor(tiny, "none", "detox", train=train, progress=False)
     with pytest.raises(FileNotFoundError):
         harness.fit_editor(tiny, "none", "detox", progress=False)  # shipped data: read, and missing here
+
+
+def test_the_data_digest_covers_only_what_a_task_can_read(tmp_path, monkeypatch):
+    for folder in ("concepts", "sentiment", "detox", "pairs"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.jsonl").write_text("{}\n")
+    monkeypatch.setattr(harness, "data_dir", lambda: tmp_path)
+    before = {t: harness._shipped_data_digest(t) for t in ("sentiment", "detox")}
+    (tmp_path / "detox" / "more.jsonl").write_text('{"prefix": "x"}\n')  # data added for detox only
+    assert harness._shipped_data_digest("sentiment") == before["sentiment"]
+    assert harness._shipped_data_digest("detox") != before["detox"]
+    (tmp_path / "pairs" / "a.jsonl").write_text('{"positive": "a", "negative": "b"}\n')  # read by every task
+    assert harness._shipped_data_digest("sentiment") != before["sentiment"]

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from steerlens.editing import Editor, ModelSpec
 from steerlens.methods.baselines import ActAdd, OrthoProj
 from steerlens.methods.pace import ConceptDictionary, PaCEEditor
-from steerlens.methods.recontrol import ValueController, ValueFunction
+from steerlens.methods.recontrol import MLPValue, ValueController
 from steerlens.methods.sea import SpectralEditor
 from steerlens.models import resolve_dtype, tiny_model
 
@@ -37,7 +37,7 @@ def every_editor(model):
     dic.set_partition("t", [0, 3])
     pace = PaCEEditor.from_dictionary(dic, "t", layers=[1])
     torch.manual_seed(0)
-    rec = ValueController.from_value(model, ValueFunction(d, hidden=16, n_layers=2), alpha=0.5, n_steps=3)
+    rec = ValueController.from_value(model, MLPValue(d, hidden=16, n_layers=2), alpha=0.5, n_steps=3)
     return {"actadd": actadd(model), "orthoproj": ortho, "sea": sea, "pace": pace, "recontrol": rec}
 
 

@@ -51,3 +51,17 @@ def test_pace_plots_draw():
     assert len(fig.axes[0].patches) == 4
     fig = plotting.pace_removed_vs_kept(decomp)
     assert len(fig.axes[0].lines) == 3
+
+
+def test_value_gradient_plots_draw_the_cells_they_are_given():
+    from steerlens.analysis import ValueGradient
+
+    cos = torch.linspace(-1, 1, 4 * 6).reshape(4, 6)
+    grad = ValueGradient(cos, torch.ones(4, 6), cos)
+    fig = plotting.value_gradient_plot(grad, [f"t{i}" for i in range(6)])
+    image = fig.axes[0].images[0].get_array()
+    assert image.shape == (4, 5)  # the sink token left out
+    torch.testing.assert_close(torch.tensor(image.data), cos[:, 1:])
+    fig = plotting.value_gradient_table([{"family": "linear", "target": "mc", "val_corr": 0.3, "cosine": 0.6},
+                                         {"family": "mlp", "target": "td", "val_corr": 0.4, "cosine": 0.1}])
+    assert len(fig.axes[0].collections) == 2

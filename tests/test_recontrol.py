@@ -7,17 +7,17 @@ from steerlens.editing import Editor
 from steerlens.generation import generate_tokens, left_pad
 from steerlens.methods.recontrol import (
     STATE_HOOK,
+    MLPValue,
     Rollouts,
     ValueController,
-    ValueFunction,
     control_token_effect,
+    fit_value,
     gradient_ascent,
     pack,
     rollout,
     split_by_prompt,
     td_loss,
     td_targets,
-    train_value,
     value_landscape,
 )
 
@@ -47,7 +47,7 @@ class TestTDTargets:
 
 
 def linear_value(d=32):
-    vf = ValueFunction(d, hidden=8, n_layers=2)
+    vf = MLPValue(d, hidden=8, n_layers=2)
     torch.manual_seed(0)
     return vf
 
@@ -108,7 +108,7 @@ class TestTraining:
             states.append(torch.randn(n, 16, generator=g) * 0.3 + sign * direction)
             rewards.append(sign)
         ro = Rollouts([f"p{i // 2}" for i in range(80)], ["r"] * 80, states, rewards)
-        vf, curves = train_value(ro, hidden=32, epochs=40, lr=3e-3, progress=False)
+        vf, curves = fit_value(ro, hidden=32, epochs=40, lr=3e-3, progress=False)
         assert curves["train"][-1] < 0.5 * curves["train"][0] and len(curves["val"]) == 40
         assert curves["val_corr"][-1] > 0.9
         with torch.no_grad():
@@ -129,7 +129,7 @@ class TestTraining:
         corr = {}
         for name, prompts in [("prompt", [f"p{i // per}" for i in range(n_prompts * per)]),
                               ("episode", [f"e{i}" for i in range(n_prompts * per)])]:
-            _, curves = train_value(Rollouts(prompts, ["r"] * len(prompts), states, rewards), hidden=64, epochs=60,
+            _, curves = fit_value(Rollouts(prompts, ["r"] * len(prompts), states, rewards), hidden=64, epochs=60,
                                     lr=3e-3, progress=False)
             corr[name] = curves["val_corr"][-1]
         assert corr["episode"] > 0.8 and abs(corr["prompt"]) < 0.4, corr
@@ -145,11 +145,11 @@ class TestTraining:
             with torch.no_grad():
                 return float(td_loss(vf(x), m, torch.tensor([ro.rewards[i] for i in val])))
 
-        vf, curves = train_value(ro, hidden=64, epochs=30, lr=3e-3, keep_best=True, progress=False)
+        vf, curves = fit_value(ro, hidden=64, epochs=30, lr=3e-3, keep_best=True, progress=False)
         best = min(range(30), key=curves["val"].__getitem__)
         assert curves["best_epoch"] == best and best < 29  # it did overfit, so the test can tell them apart
         assert val_loss(vf, curves["val_episodes"]) == pytest.approx(curves["val"][best], rel=1e-4)
-        last, curves = train_value(ro, hidden=64, epochs=30, lr=3e-3, progress=False)
+        last, curves = fit_value(ro, hidden=64, epochs=30, lr=3e-3, progress=False)
         assert curves["best_epoch"] is None
         assert val_loss(last, curves["val_episodes"]) == pytest.approx(curves["val"][-1], rel=1e-4)
 
@@ -165,7 +165,7 @@ class TestTraining:
         g = torch.Generator().manual_seed(0)
         ro = Rollouts([f"p{i // 3}" for i in range(30)], ["r"] * 30,
                       [torch.randn(4, 8, generator=g) for _ in range(30)], [0.0] * 30)
-        _, curves = train_value(ro, hidden=8, epochs=1, progress=False)
+        _, curves = fit_value(ro, hidden=8, epochs=1, progress=False)
         val = set(curves["val_episodes"])
         assert len(val) == 6  # 2 of the 10 prompts, 3 episodes each
         held = {ro.prompts[i] for i in val}
@@ -239,3 +239,143 @@ class TestAllPositionsAndAnalysis:
         assert len(eff["raised"]) == 5 and eff["raised"][0][1] == float(eff["delta"].max())
         with pytest.raises(ValueError, match="states"):
             control_token_effect(tiny, ctl, torch.zeros(3))
+
+
+# -- value-function families, targets and relative control (issue 22) -------------------------------------
+from steerlens.methods.recontrol import (  # noqa: E402
+    FAMILIES,
+    LinearValue,
+    PCAValue,
+    ValueFunction,
+    mc_targets,
+    ridge,
+)
+
+
+class TestTargetsAndFamilies:
+    def test_mc_targets_hand_computed(self):
+        mask = torch.tensor([[1, 1, 1], [1, 0, 0]], dtype=torch.bool)
+        expected = torch.tensor([[0.5, 0.5, 0.5], [-1.0, 0.0, 0.0]])
+        torch.testing.assert_close(mc_targets(mask, torch.tensor([0.5, -1.0])), expected)
+
+    def test_ridge_matches_scikit_learn(self):
+        from sklearn.linear_model import Ridge
+
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(200, 12, generator=g) + 3.0, torch.randn(200, generator=g)
+        for lam in (0.1, 10.0, 1e4):
+            w, mu, ym = ridge(x, y, lam)
+            ref = Ridge(alpha=lam, fit_intercept=True).fit(x.double().numpy(), y.double().numpy())
+            torch.testing.assert_close(w.double(), torch.from_numpy(ref.coef_), atol=1e-5, rtol=1e-4)
+            pred = (x - mu) @ w + ym
+            torch.testing.assert_close(pred.double(), torch.from_numpy(ref.predict(x.double().numpy())),
+                                       atol=1e-4, rtol=1e-4)
+
+    def test_linear_fit_recovers_a_linear_reward_and_picks_a_small_penalty(self):
+        g = torch.Generator().manual_seed(1)
+        w = torch.randn(16, generator=g)
+        centres = [torch.randn(16, generator=g) for _ in range(300)]
+        states = [c + 0.1 * torch.randn(int(torch.randint(2, 6, (1,), generator=g)), 16, generator=g) for c in centres]
+        rewards = [float(c @ w) for c in centres]
+        ro = Rollouts([f"p{i // 3}" for i in range(300)], ["r"] * 300, states, rewards)
+        vf, curves = fit_value(ro, "linear", "mc", progress=False)
+        assert isinstance(vf, LinearValue) and curves["lambda"] <= 1e2
+        assert min(curves["val_mse"]) < 0.05 * float(torch.tensor(rewards).var())  # R^2 above 0.95
+        assert curves["val_mse"][-1] > 10 * min(curves["val_mse"])  # the largest penalty shrinks V to the mean
+        # with a huge penalty the direction is the covariance of states and reward: still along w
+        big, _ = fit_value(ro, "linear", "mc", lambdas=[1e9], progress=False)
+        assert float(torch.cosine_similarity(big.weight, w, dim=0)) > 0.9
+
+    def test_linear_td_fixed_point_when_every_step_of_an_episode_has_the_same_state(self):
+        """Then the TD targets of an episode's first three steps are the fit's own (shrunk) predictions, and
+        the fixed point of fitted TD iteration solves (X'X/4 + lam I) w = X'r/4: Monte-Carlo ridge with the
+        penalty times the episode length (4)."""
+        g = torch.Generator().manual_seed(2)
+        states = [torch.randn(1, 8, generator=g).expand(4, 8).clone() for _ in range(60)]
+        rewards = [float(torch.randn(1, generator=g)) for _ in range(60)]
+        ro = Rollouts([f"p{i}" for i in range(60)], ["r"] * 60, states, rewards)
+        mc, _ = fit_value(ro, "linear", "mc", lambdas=[4.0], progress=False)
+        td, _ = fit_value(ro, "linear", "td", lambdas=[1.0], td_iters=200, progress=False)
+        torch.testing.assert_close(td.weight, mc.weight, atol=1e-3, rtol=1e-3)
+
+    def test_pca_value_gradient_lies_in_the_principal_subspace(self):
+        g = torch.Generator().manual_seed(3)
+        states = [torch.randn(4, 24, generator=g) * torch.linspace(3, 0.1, 24) for _ in range(80)]
+        ro = Rollouts([f"p{i // 2}" for i in range(80)], ["r"] * 80, states, [float(s[:, 0].mean()) for s in states])
+        vf, _ = fit_value(ro, "pca_mlp", "mc", n_components=4, epochs=3, progress=False)
+        assert isinstance(vf, PCAValue)
+        x = torch.randn(5, 24, requires_grad=True)
+        (grad,) = torch.autograd.grad(vf(x).sum(), x)
+        basis = vf.basis
+        outside = grad - (grad @ basis) @ basis.T
+        assert float(outside.norm()) < 1e-4 * float(grad.norm())
+
+    @pytest.mark.parametrize("family", sorted(FAMILIES))
+    def test_every_family_rebuilds_from_its_config(self, family):
+        g = torch.Generator().manual_seed(4)
+        states = [torch.randn(3, 16, generator=g) for _ in range(40)]
+        ro = Rollouts([f"p{i // 2}" for i in range(40)], ["r"] * 40, states, [float(s.sum()) for s in states])
+        vf, _ = fit_value(ro, family, "mc", epochs=2, n_components=4, progress=False)
+        again = ValueFunction.from_config(vf.config)
+        again.load_state_dict(vf.state_dict())
+        x = torch.randn(7, 16)
+        torch.testing.assert_close(again(x), vf(x))
+
+    def test_unknown_family_or_target_is_refused(self):
+        ro = Rollouts(["a"], ["r"], [torch.zeros(2, 4)], [1.0])
+        with pytest.raises(ValueError, match="family"):
+            fit_value(ro, "forest", "td")
+        with pytest.raises(ValueError, match="target"):
+            fit_value(ro, "linear", "lambda")
+
+
+class TestRelativeControl:
+    def test_linear_value_moves_the_state_by_exactly_the_capped_share_along_w(self):
+        vf = LinearValue(8)
+        vf.weight.copy_(torch.tensor([3.0, 4.0, 0, 0, 0, 0, 0, 0]))
+        s = torch.randn(5, 8) * 2
+        for alpha, n, cap, expect in [(0.05, 4, None, 0.2), (0.05, 10, 0.3, 0.3), (0.2, 1, 0.5, 0.2)]:
+            u, _ = gradient_ascent(vf, s, alpha, n, cap, relative=True)
+            want = expect * s.norm(dim=-1, keepdim=True) * torch.tensor([0.6, 0.8, 0, 0, 0, 0, 0, 0])
+            torch.testing.assert_close(u, want, atol=1e-5, rtol=1e-5)
+
+    def test_linear_controller_round_trips_and_old_editors_still_load(self, tiny, tmp_path):
+        vf = LinearValue(tiny.cfg.d_model)
+        vf.weight.normal_()
+        vf.bias.fill_(0.25)
+        ctl = ValueController.from_value(tiny, vf, alpha=0.02, n_steps=10, max_norm=0.1, relative=True)
+        loaded = Editor.load(ctl.save(tmp_path / "lin"), model=tiny)
+        x = torch.randn(3, tiny.cfg.d_model)
+        torch.testing.assert_close(loaded.value_function()(x), vf(x))
+        assert loaded.settings["relative"] is True
+        old = ValueController.from_value(tiny, MLPValue(tiny.cfg.d_model, hidden=8), alpha=0.5, n_steps=2)
+        old.settings = {k: v for k, v in old.settings.items() if k not in ("vf", "relative")}
+        old.settings.update(hidden=8, n_layers=2)  # the settings an editor saved before families existed
+        again = Editor.load(old.save(tmp_path / "old"), model=tiny)
+        assert isinstance(again.value_function(), MLPValue)
+
+
+class TestPlacement:
+    def test_output_placement_ascends_on_the_gained_state_and_maps_back(self, tiny):
+        from steerlens.methods.recontrol import final_gain
+
+        original = tiny.ln_final.w.detach().clone()
+        with torch.no_grad():
+            tiny.ln_final.w.copy_(torch.linspace(0.5, 2.0, tiny.cfg.d_model))
+        try:
+            gain = final_gain(tiny)
+            vf = LinearValue(tiny.cfg.d_model)
+            vf.weight.normal_()
+            ctl = ValueController.from_value(tiny, vf, alpha=0.1, n_steps=1, relative=True, placement="output")
+            s = torch.randn(3, tiny.cfg.d_model)
+            u, _ = ctl._ascent(s)
+            # in V's space (gain * s) the step is 0.1 * |gain * s| along w; in the hook's space, divided by the gain
+            want = 0.1 * (gain * s).norm(dim=-1, keepdim=True) * vf.weight / vf.weight.norm() / gain
+            torch.testing.assert_close(u, want, atol=1e-5, rtol=1e-5)
+            plain = ValueController.from_value(tiny, vf, alpha=0.1, n_steps=1, relative=True)
+            assert not torch.allclose(plain._ascent(s)[0], u)
+            with pytest.raises(ValueError, match="placement"):
+                ValueController.from_value(tiny, vf, placement="resid")
+        finally:
+            with torch.no_grad():
+                tiny.ln_final.w.copy_(original)

@@ -182,7 +182,7 @@ def recontrol():
         ("code", "import matplotlib.pyplot as plt\n\nimport steerlens\nfrom steerlens import plotting\n"
                  "from steerlens.data import data_dir, read_jsonl\n"
                  "from steerlens.methods.recontrol import (ValueController, control_token_effect, rollout,\n"
-                 "                                         sentiment_reward, train_value, value_landscape,\n"
+                 "                                         fit_value, sentiment_reward, value_landscape,\n"
                  "                                         value_lens)\n\n"
                  "model = steerlens.load_model()\n"
                  "rows = read_jsonl(data_dir() / 'sentiment' / 'train.jsonl')\n"
@@ -198,7 +198,7 @@ def recontrol():
                "`val_corr` is the correlation of V(s_t) with the reward on prompts V never saw, which is what "
                "control at test time relies on. On the full benchmark (320 rollouts of 80 prompts) it is only "
                "+0.23: V learns its training prompts far better than sentiment in general."),
-        ("code", "vf, curves = train_value(ro, epochs=30, progress=False)\n"
+        ("code", "vf, curves = fit_value(ro, 'mlp', 'td', epochs=30, progress=False)\n"
                  "plt.plot(curves['train'], label='train')\n"
                  "plt.plot(curves['val'], label='validation (held-out prompts)')\n"
                  "plt.xlabel('epoch'); plt.ylabel('TD loss'); plt.legend(); plt.show()\n"

@@ -2,8 +2,8 @@
 
 from .baselines import ActAdd, IdentityEditor, OrthoProj, PromptEditor
 from .pace import ConceptDictionary, PaCEEditor
-from .recontrol import ValueController, ValueFunction
+from .recontrol import LinearValue, MLPValue, PCAValue, ValueController, ValueFunction
 from .sea import Demonstrations, SpectralEditor
 
 __all__ = ["ActAdd", "ConceptDictionary", "Demonstrations", "IdentityEditor", "OrthoProj", "PaCEEditor", "PromptEditor",
-           "SpectralEditor", "ValueController", "ValueFunction"]
+           "SpectralEditor", "ValueController", "ValueFunction", "MLPValue", "LinearValue", "PCAValue"]

@@ -34,7 +34,14 @@ from ..files import atomic_file
 from ..generation import encode, format_chat, generate_tokens
 
 STATE_HOOK = "ln_final.hook_normalized"
+PLACEMENTS = ("normalized", "output")
 RewardFn = Callable[[Sequence[str]], Sequence[float]]
+
+
+def final_gain(model: Any) -> Float[torch.Tensor, " d"]:
+    """The final norm's gain (ones when the model has none, e.g. with the norm folded into the unembedding)."""
+    w = getattr(model.ln_final, "w", None)
+    return torch.ones(model.cfg.d_model) if w is None else w.detach().float().cpu()
 
 
 # -- rewards --------------------------------------------------------------------------------------------
@@ -181,8 +188,44 @@ def td_targets(values: Float[torch.Tensor, "b t"], mask: Bool[torch.Tensor, "b t
     return target * mask
 
 
+def mc_targets(mask: Bool[torch.Tensor, "b t"], rewards: Float[torch.Tensor, " b"]) -> Float[torch.Tensor, "b t"]:
+    """Monte-Carlo targets: the episode's reward at every real step (0 on padding).
+
+    With the reward only at the end and no discount this is what the TD targets converge to in
+    expectation; it needs no bootstrapping, so a closed-form fit (ridge) can use it directly.
+    """
+    if torch.any(mask.sum(1) < 1):
+        raise ValueError("Every episode needs at least one step")
+    return rewards.to(torch.float32)[:, None].expand(mask.shape) * mask
+
+
+TARGETS = ("td", "mc")
+
+
 class ValueFunction(nn.Module):
-    """MLP value head ``V: R^d -> R`` with ReLU (paper: 2-3 layers)."""
+    """The value-function interface: ``V: R^d -> R`` on states ``[..., d]``.
+
+    Each family is a subclass with a ``family`` name and a JSON-able ``config`` that rebuilds it
+    (``ValueFunction.from_config``); its parameters and buffers are its ``state_dict``. Families:
+    ``"mlp"`` (the paper's MLP, ``MLPValue``), ``"linear"`` (ridge, ``LinearValue``), ``"pca_mlp"`` (an MLP
+    on a few principal components of the centred states, ``PCAValue``).
+    """
+
+    family = ""
+    config: dict[str, Any]
+
+    @staticmethod
+    def from_config(config: dict[str, Any]) -> ValueFunction:
+        family = config.get("family", "mlp")
+        if family not in FAMILIES:
+            raise ValueError(f"Unknown value-function family {family!r}; known: {', '.join(FAMILIES)}")
+        return FAMILIES[family](**{k: v for k, v in config.items() if k != "family"})
+
+
+class MLPValue(ValueFunction):
+    """MLP value head with ReLU (the paper's choice: 2-3 layers), trained on all ``d`` coordinates."""
+
+    family = "mlp"
 
     def __init__(self, d_model: int, hidden: int = 256, n_layers: int = 2):
         super().__init__()
@@ -192,10 +235,61 @@ class ValueFunction(nn.Module):
             layers += [nn.Linear(a, b), nn.ReLU()]
         layers.append(nn.Linear(dims[-1], 1))
         self.net = nn.Sequential(*layers)
-        self.config = {"d_model": d_model, "hidden": hidden, "n_layers": n_layers}
+        self.config = {"family": "mlp", "d_model": d_model, "hidden": hidden, "n_layers": n_layers}
 
     def forward(self, s: Float[torch.Tensor, "... d"]) -> Float[torch.Tensor, "..."]:
         return self.net(s).squeeze(-1)
+
+
+class LinearValue(ValueFunction):
+    """``V(s) = w . (s - mean) + b``: its gradient is ``w`` everywhere, so control along it is a fixed
+    direction (the learned counterpart of a steering vector). Fitted in closed form by ``fit_value``."""
+
+    family = "linear"
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(d_model))
+        self.register_buffer("mean", torch.zeros(d_model))
+        self.register_buffer("bias", torch.zeros(()))
+        self.config = {"family": "linear", "d_model": d_model}
+
+    def forward(self, s: Float[torch.Tensor, "... d"]) -> Float[torch.Tensor, "..."]:
+        return (s - self.mean) @ self.weight + self.bias
+
+
+class PCAValue(ValueFunction):
+    """An MLP on the top ``n_components`` principal components of the centred training states:
+    ``V(s) = MLP((s - mean) @ basis)``. Its gradient lies in the span of ``basis``, which keeps it off the
+    low-variance directions where an MLP on all coordinates can fit noise."""
+
+    family = "pca_mlp"
+
+    def __init__(self, d_model: int, n_components: int = 32, hidden: int = 64):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(d_model))
+        self.register_buffer("basis", torch.zeros(d_model, n_components))
+        self.register_buffer("scale", torch.ones(n_components))
+        self.net = nn.Sequential(nn.Linear(n_components, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.config = {"family": "pca_mlp", "d_model": d_model, "n_components": n_components, "hidden": hidden}
+
+    def forward(self, s: Float[torch.Tensor, "... d"]) -> Float[torch.Tensor, "..."]:
+        return self.net((s - self.mean) @ self.basis / self.scale).squeeze(-1)
+
+
+FAMILIES: dict[str, type[ValueFunction]] = {"mlp": MLPValue, "linear": LinearValue, "pca_mlp": PCAValue}
+
+
+def ridge(x: Float[torch.Tensor, "n d"], y: Float[torch.Tensor, " n"], lam: float,
+          ) -> tuple[Float[torch.Tensor, " d"], Float[torch.Tensor, " d"], float]:
+    """Ridge regression with an unpenalised intercept: ``w = (Xc^T Xc + lam I)^-1 Xc^T (y - mean y)`` on
+    centred ``Xc``; returns ``(w, x_mean, y_mean)`` (so ``V(s) = w . (s - x_mean) + y_mean``). float64."""
+    x64, y64 = x.double(), y.double()
+    mu, ym = x64.mean(0), y64.mean()
+    xc = x64 - mu
+    a = xc.T @ xc + lam * torch.eye(x.shape[1], dtype=torch.float64)
+    w = torch.linalg.solve(a, xc.T @ (y64 - ym))
+    return w.float(), mu.float(), float(ym)
 
 
 def split_by_prompt(prompts: Sequence[str], val_fraction: float, generator: torch.Generator,
@@ -217,22 +311,53 @@ def td_loss(values: Float[torch.Tensor, "b t"], mask: Bool[torch.Tensor, "b t"],
     return (((values - td_targets(values, mask, rewards)) ** 2) * mask).sum() / mask.sum()
 
 
-def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs: int = 30, lr: float = 1e-3,
-                batch_size: int = 64, val_fraction: float = 0.2, seed: int = 0, keep_best: bool = False,
-                progress: bool = True) -> tuple[ValueFunction, dict[str, Any]]:
-    """TD training (paper Eq. 6) with a validation split by prompt; returns the value function and curves.
+def targets_for(target: str, values: Float[torch.Tensor, "b t"], mask: Bool[torch.Tensor, "b t"],
+                rewards: Float[torch.Tensor, " b"]) -> Float[torch.Tensor, "b t"]:
+    """``"td"``: ``td_targets`` (paper Eq. 6, bootstrapped from ``values``); ``"mc"``: ``mc_targets``."""
+    if target == "td":
+        return td_targets(values, mask, rewards)
+    if target == "mc":
+        return mc_targets(mask, rewards)
+    raise ValueError(f"Unknown value target {target!r}; choose one of {', '.join(TARGETS)}")
 
-    ``curves``: ``train`` and ``val`` TD losses per epoch, ``val_episodes`` (the indices of the validation
-    episodes), and ``val_corr``, the correlation between
-    V(s_t) and the episode's reward over every real step of the validation episodes. The validation
-    episodes come from held-out prompts (none when there are fewer than 5 distinct prompts), so ``val_corr``
-    says whether V predicts the reward on prompts it has not seen, which is what test-time control needs.
-    With ``keep_best`` (and a validation split) the returned net is the one after the epoch with the lowest
-    validation TD loss (early stopping; ``curves["best_epoch"]``, counted from 0), not the last one. It is off
-    by default: on the sentiment benchmark the early-stopped net predicted the reward better on held-out
-    prompts (correlation 0.42 against 0.37) but steered worse (-0.02 VADER against +0.17 at alpha 8,
-    ``max_norm`` 4), so a lower validation loss does not mean a more useful gradient.
+
+def _corr(v: torch.Tensor, r: torch.Tensor, mask: torch.Tensor) -> float:
+    """Correlation of V(s_t) with its episode's reward over the real steps."""
+    pairs = torch.stack([v[mask], r[:, None].expand_as(mask)[mask]])
+    return float(torch.corrcoef(pairs)[0, 1])
+
+
+LAMBDAS = (1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
+
+
+def fit_value(rollouts: Rollouts, family: str = "mlp", target: str = "td", *, epochs: int = 30, lr: float = 1e-3,
+              batch_size: int = 64, weight_decay: float | None = None, hidden: int | None = None, n_layers: int = 2,
+              n_components: int = 32, lambdas: Sequence[float] = LAMBDAS, td_iters: int = 30,
+              val_fraction: float = 0.2, seed: int = 0, keep_best: bool = False, progress: bool = True,
+              ) -> tuple[ValueFunction, dict[str, Any]]:
+    """Fit a value function of ``family`` to ``target`` (``"td"``: paper Eq. 6; ``"mc"``: the reward at every
+    step) with a validation split by prompt; returns the value function and its curves.
+
+    - ``"mlp"`` (the paper's) and ``"pca_mlp"`` (``n_components`` principal components of the centred
+      training states, standardised): Adam(W) for ``epochs`` on the mean squared error against the targets;
+      ``weight_decay`` defaults to 0 for ``"mlp"`` and 1e-2 for ``"pca_mlp"``; ``hidden`` to 256 and 64.
+    - ``"linear"``: ridge regression in closed form (``ridge``), its penalty chosen among ``lambdas`` by the
+      squared error against the reward on the held-out prompts (``val_mse``), then refitted on every episode. With TD
+      targets the fit is repeated ``td_iters`` times, each time against the TD targets of the last fit
+      (fitted TD iteration), starting from the Monte-Carlo fit.
+
+    ``curves``: ``val_episodes`` (indices of the validation episodes: every episode of the held-out prompts,
+    none with fewer than 5 distinct prompts) and ``val_corr``, the correlation between V(s_t) and the
+    episode's reward over the real steps of those episodes (per epoch; for ``"linear"``, per penalty, with
+    ``lambda`` the one chosen and ``val_mse`` its criterion). It says whether V predicts the reward on prompts
+    it has not seen. Nets also
+    get ``train`` and ``val`` losses per epoch; with ``keep_best`` the net after the epoch with the lowest
+    validation loss is returned (``best_epoch``, from 0). Prediction is not direction: a net that predicts
+    better can steer worse (see ``steerlens.analysis.value_gradient``).
     """
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown value-function family {family!r}; known: {', '.join(FAMILIES)}")
+    targets_for(target, torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool), torch.zeros(1))  # checks the name
     if len(rollouts.rewards) != len(rollouts.states):
         raise ValueError("Rollouts need one reward per response: score them first")
     if not rollouts.states:
@@ -244,15 +369,46 @@ def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs
     if not torch.isfinite(r).all() or not torch.isfinite(x).all():
         raise ValueError("Rewards and states must be finite: check the reward function and the rollouts")
     train, val = split_by_prompt(rollouts.prompts, val_fraction, g)
-    vf = ValueFunction(x.shape[-1], hidden, n_layers)
-    opt = torch.optim.Adam(vf.parameters(), lr=lr)
-    curves: dict[str, Any] = {"train": [], "val": [], "val_corr": [], "val_episodes": val.tolist(),
-                              "best_epoch": None}
-    best: dict[str, torch.Tensor] | None = None
+    curves: dict[str, Any] = {"family": family, "target": target, "train": [], "val": [], "val_corr": [],
+                              "val_episodes": val.tolist(), "best_epoch": None}
+    d = x.shape[-1]
+    if family == "linear":
+        vf = LinearValue(d)
+        fit_on = lambda idx, lam: _fit_linear(vf, x[idx], mask[idx], r[idx], lam, target, td_iters)  # noqa: E731
+        if len(val) and len(lambdas) > 1:
+            curves["val_mse"] = []
+            for lam in lambdas:
+                fit_on(train, lam)
+                with torch.no_grad():
+                    v, m = vf(x[val]), mask[val]
+                    curves["val_corr"].append(_corr(v, r[val], m))
+                    curves["val_mse"].append(float((((v - mc_targets(m, r[val])) ** 2) * m).sum() / m.sum()))
+            best = min(range(len(lambdas)), key=lambda i: curves["val_mse"][i])
+            curves["lambdas"], curves["lambda"] = list(lambdas), lambdas[best]
+        else:
+            curves["lambda"] = lambdas[len(lambdas) // 2] if len(lambdas) > 1 else lambdas[0]
+        fit_on(torch.arange(len(x)), curves["lambda"])
+        return vf.eval(), curves
+    if family == "pca_mlp":
+        vf = PCAValue(d, n_components, hidden or 64)
+        states = x[train][mask[train]]
+        mu = states.mean(0)
+        evals, evecs = torch.linalg.eigh(torch.cov((states - mu).T.double()))
+        top = evals.argsort(descending=True)[:n_components]
+        vf.mean.copy_(mu)
+        vf.basis.copy_(evecs[:, top].float())
+        vf.scale.copy_(evals[top].clamp_min(1e-12).sqrt().float())
+        wd = 1e-2 if weight_decay is None else weight_decay
+    else:
+        vf = MLPValue(d, hidden or 256, n_layers)
+        wd = 0.0 if weight_decay is None else weight_decay
+    opt = torch.optim.AdamW(vf.parameters(), lr=lr, weight_decay=wd)
+    best_state: dict[str, torch.Tensor] | None = None
 
     def loss_on(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         v = vf(x[idx])
-        return td_loss(v, mask[idx], r[idx]), v
+        t = targets_for(target, v, mask[idx], r[idx]).detach()
+        return (((v - t) ** 2) * mask[idx]).sum() / mask[idx].sum(), v
 
     for epoch in tqdm(range(epochs), desc="value training", disable=not progress):
         order = train[torch.randperm(len(train), generator=g)]
@@ -267,23 +423,45 @@ def train_value(rollouts: Rollouts, hidden: int = 256, n_layers: int = 2, epochs
         if len(val):
             with torch.no_grad():
                 loss, v = loss_on(val)
-                m = mask[val]
-                pairs = torch.stack([v[m], r[val, None].expand_as(m)[m]])  # V(s_t) and its episode's reward
                 curves["val"].append(float(loss))
-                curves["val_corr"].append(float(torch.corrcoef(pairs)[0, 1]))
+                curves["val_corr"].append(_corr(v, r[val], mask[val]))
             if keep_best and curves["val"][-1] <= min(curves["val"]):
-                best = {k: t.clone() for k, t in vf.state_dict().items()}
+                best_state = {k: t.clone() for k, t in vf.state_dict().items()}
                 curves["best_epoch"] = epoch
-    if best is not None:
-        vf.load_state_dict(best)
+    if best_state is not None:
+        vf.load_state_dict(best_state)
     return vf.eval(), curves
+
+
+@torch.no_grad()
+def _fit_linear(vf: LinearValue, x: torch.Tensor, mask: torch.Tensor, r: torch.Tensor, lam: float, target: str,
+                td_iters: int) -> None:
+    """Ridge (as ``ridge``) on the real steps against Monte-Carlo targets, then (``target="td"``) fitted TD
+    iteration: the Gram matrix is factorised once and only the targets change."""
+    flat = x[mask].double()
+    mu = flat.mean(0)
+    xc = flat - mu
+    chol = torch.linalg.cholesky(xc.T @ xc + lam * torch.eye(flat.shape[1], dtype=torch.float64))
+    y = mc_targets(mask, r)
+    for it in range(1 + (td_iters if target == "td" else 0)):
+        if it:
+            y = td_targets(vf(x), mask, r)
+        yy = y[mask].double()
+        w = torch.cholesky_solve((xc.T @ (yy - yy.mean()))[:, None], chol)[:, 0]
+        vf.weight.copy_(w.float())
+        vf.mean.copy_(mu.float())
+        vf.bias.fill_(float(yy.mean()))
 
 
 # -- the controller -------------------------------------------------------------------------------------
 def gradient_ascent(vf: ValueFunction, s: Float[torch.Tensor, "b d"], alpha: float, n_steps: int,
-                    max_norm: float | None = None, path: list[torch.Tensor] | None = None,
+                    max_norm: float | None = None, path: list[torch.Tensor] | None = None, relative: bool = False,
                     ) -> tuple[Float[torch.Tensor, "b d"], list[torch.Tensor]]:
     """``u <- u + alpha * grad V(s + u)``, n times (paper Eq. 7); optional bound ``||u|| <= max_norm``.
+
+    ``relative=True`` measures both in units of the state's norm, so the edit's size does not depend on how
+    steep V happens to be: ``u <- u + alpha * ||s|| * g / ||g||`` and ``||u|| <= max_norm * ||s||`` (with a
+    linear V this is exactly ``min(n * alpha, max_norm) * ||s||`` along ``w``).
 
     Returns the control ``u`` and the values along the way (for trajectory plots); each iterate of
     ``u`` is appended to ``path`` when one is given.
@@ -292,16 +470,19 @@ def gradient_ascent(vf: ValueFunction, s: Float[torch.Tensor, "b d"], alpha: flo
     trace = []
     if path is not None:
         path.append(u)
+    size = s.norm(dim=-1, keepdim=True) if relative else torch.ones_like(s[..., :1])
     with torch.enable_grad():
         for _ in range(n_steps):
             u = u.detach().requires_grad_(True)
             v = vf(s.detach() + u)
             trace.append(v.detach())
             (grad,) = torch.autograd.grad(v.sum(), u)
+            if relative:
+                grad = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12) * size
             u = u + alpha * grad
             if max_norm is not None:
                 norm = u.norm(dim=-1, keepdim=True)
-                u = u * (max_norm / norm.clamp_min(1e-12)).clamp(max=1.0)
+                u = u * (max_norm * size / norm.clamp_min(1e-12)).clamp(max=1.0)
             if path is not None:
                 path.append(u.detach())
     u = u.detach()
@@ -314,35 +495,65 @@ def gradient_ascent(vf: ValueFunction, s: Float[torch.Tensor, "b d"], alpha: flo
 class ValueController(Editor):
     """Gradient ascent on the value function at the position that produces the next token.
 
-    Settings: ``alpha``, ``n_steps``, ``max_norm`` (optional bound on ``||u||``), ``hidden``,
-    ``n_layers`` (value net shape). Tensors: the value net's parameters (``vf.*``).
+    Settings: ``alpha``, ``n_steps``, ``max_norm`` (optional bound on ``||u||``), ``relative`` (both in
+    units of ``||s||``, see ``gradient_ascent``), ``vf`` (the value function's config), ``placement``.
+    Tensors: the value function's parameters and buffers (``vf.*``), and ``gain`` for ``"output"``.
+
+    Placement: the hook is ``ln_final.hook_normalized`` either way. ``"normalized"``: V and the ascent act
+    on the RMS-normalised state before the final norm's gain (what that hook holds). ``"output"`` (the
+    paper's: the last hidden state, the unembedding's input): on ``gain * s``; the control is mapped back
+    by dividing by the gain. The two differ by the metric the ascent and the norm bound use.
     """
 
     method = "recontrol"
 
     @classmethod
     def from_value(cls, model: Any, vf: ValueFunction, alpha: float = 0.5, n_steps: int = 10,
-                   max_norm: float | None = None, positions: str = "last") -> ValueController:
+                   max_norm: float | None = None, positions: str = "last", relative: bool = False,
+                   placement: str = "normalized") -> ValueController:
         """``positions="last"`` (generation: only the position producing the next token) or ``"all"``
-        (scoring given text, e.g. TruthfulQA answers, where every position's logits are used)."""
+        (scoring given text, e.g. TruthfulQA answers, where every position's logits are used).
+        ``placement``: ``"normalized"`` or ``"output"`` (``vf`` must have been fitted on ``state_of``'s
+        states for that placement; see the class docstring)."""
         if positions not in ("last", "all"):
             raise ValueError(f"positions must be 'last' or 'all', not {positions!r}")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, not {placement!r}")
         spec = ModelSpec.of(model)
         if vf.config["d_model"] != spec.d_model:
             raise ValueError(f"Value function takes d_model={vf.config['d_model']}, model has {spec.d_model}")
         tensors = {f"vf.{k}": v.detach().clone() for k, v in vf.state_dict().items()}
-        settings = {"alpha": alpha, "n_steps": n_steps, "max_norm": max_norm, "hidden": vf.config["hidden"],
-                    "n_layers": vf.config["n_layers"], "positions": positions}
+        settings = {"alpha": alpha, "n_steps": n_steps, "max_norm": max_norm, "relative": relative,
+                    "vf": dict(vf.config), "positions": positions, "placement": placement}
+        if placement == "output":
+            tensors["gain"] = final_gain(model).detach().float().cpu().clone()
         return cls(model=spec, layers=[spec.n_layers - 1], settings=settings, tensors=tensors)
 
     def value_function(self) -> ValueFunction:
         cache = self.__dict__.setdefault("_vf", {})
-        device = self.tensors["vf.net.0.weight"].device
-        if "vf" not in cache or next(cache["vf"].parameters()).device != device:
-            vf = ValueFunction(self.model.d_model, self.settings["hidden"], self.settings["n_layers"])
+        device = next(iter(self.tensors.values())).device
+        if "vf" not in cache or cache["device"] != device:
+            # editors saved before value-function families kept the MLP's shape as hidden / n_layers
+            config = self.settings.get("vf") or {"family": "mlp", "d_model": self.model.d_model,
+                                                  "hidden": self.settings["hidden"],
+                                                  "n_layers": self.settings["n_layers"]}
+            vf = ValueFunction.from_config(config)
             vf.load_state_dict({k[3:]: v for k, v in self.tensors.items() if k.startswith("vf.")})
-            cache["vf"] = vf.to(device).eval()
+            cache["vf"], cache["device"] = vf.to(device).eval(), device
         return cache["vf"]
+
+    def state_of(self, s: Float[torch.Tensor, "... d"]) -> Float[torch.Tensor, "... d"]:
+        """The state V reads, from what ``ln_final.hook_normalized`` holds (times the gain for ``"output"``)."""
+        gain = self.tensors.get("gain")
+        return s if gain is None else s * gain.to(s.device, s.dtype)
+
+    def _ascent(self, s: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The control in the hook's space for hook states ``s`` (ascent in V's space, mapped back)."""
+        st = self.settings
+        u, trace = gradient_ascent(self.value_function(), self.state_of(s), st["alpha"], st["n_steps"],
+                                   st["max_norm"], relative=st.get("relative", False))
+        gain = self.tensors.get("gain")
+        return (u if gain is None else u / gain.to(u.device, u.dtype)), trace
 
     def hook_name(self, layer: int) -> str:
         return STATE_HOOK
@@ -353,16 +564,13 @@ class ValueController(Editor):
             if s["alpha"] == 0 or s["n_steps"] == 0:
                 return act
             if s.get("positions", "last") == "all":
-                flat = act.reshape(-1, act.shape[-1]).float()
-                u, _ = gradient_ascent(self.value_function(), flat, s["alpha"], s["n_steps"], s["max_norm"])
+                u, _ = self._ascent(act.reshape(-1, act.shape[-1]).float())
                 return act + u.reshape(act.shape).to(act.dtype)
-            u, _ = gradient_ascent(self.value_function(), act[:, -1].float(), s["alpha"], s["n_steps"],
-                                   s["max_norm"])
+            u, _ = self._ascent(act[:, -1].float())
             out = act.clone()
             out[:, -1] = act[:, -1] + u.to(act.dtype)
             return out
         return control
-
 
     def explain(self, model: Any, context: str, answer: str) -> str:
         """V before and after the ascent, and the control's size, averaged over the answer's states."""
@@ -371,7 +579,7 @@ class ValueController(Editor):
         _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=STATE_HOOK)
         states = cache[STATE_HOOK][0, max(n_ctx - 1, 0):-1].float()  # the states that produced the answer
         s = self.settings
-        u, trace = gradient_ascent(self.value_function(), states, s["alpha"], s["n_steps"], s["max_norm"])
+        u, trace = self._ascent(states)
         before, after = float(trace[0].mean()), float(trace[-1].mean())
         share = float((u.norm(dim=-1) / states.norm(dim=-1).clamp_min(1e-12)).mean())
         return (f"value V(s) {before:+.3f} -> {after:+.3f} after {s['n_steps']} ascent steps; control |u| = "
@@ -394,8 +602,8 @@ def value_lens(model: Any, controller: ValueController,
     rows = []
     for name in names:
         x = cache[name][0].float()
-        rows.append(vf(x / x.pow(2).mean(-1, keepdim=True).add(1e-5).sqrt()))
-    rows.append(vf(cache[STATE_HOOK][0].float()))
+        rows.append(vf(controller.state_of(x / x.pow(2).mean(-1, keepdim=True).add(1e-5).sqrt())))
+    rows.append(vf(controller.state_of(cache[STATE_HOOK][0].float())))
     labels = [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
     return torch.stack(rows).cpu(), labels
 
@@ -407,9 +615,10 @@ def value_landscape(controller: ValueController, s: Float[torch.Tensor, " d"], s
     orthogonal to it; ``span`` sets the extent (default: 1.5x the controller's own edit size).
 
     Returns ``a`` (offsets along the gradient), ``b`` (along the random direction), ``values``
-    [steps (a), steps (b)], the ascent ``path`` in (a, b) coordinates and V at each step."""
+    [steps (a), steps (b)], the ascent ``path`` in (a, b) coordinates and V at each step. ``s`` is a state as
+    the hook holds it; the plane lies in V's space (``controller.state_of``)."""
     vf = controller.value_function()
-    s = s.float()
+    s = controller.state_of(s.float())
     with torch.enable_grad():
         x = s.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(vf(x), x)
@@ -419,7 +628,8 @@ def value_landscape(controller: ValueController, s: Float[torch.Tensor, " d"], s
     r = r / r.norm()
     st = controller.settings
     iterates: list[torch.Tensor] = []
-    u, trace = gradient_ascent(vf, s[None], st["alpha"], st["n_steps"], st["max_norm"], path=iterates)
+    u, trace = gradient_ascent(vf, s[None], st["alpha"], st["n_steps"], st["max_norm"], path=iterates,
+                               relative=st.get("relative", False))
     reach = max(float(u.norm()) * 1.5, 1e-3) if span is None else span
     a = torch.linspace(-reach, reach, steps)
     grid = s + a[:, None, None] * g_unit + a[None, :, None] * r
@@ -442,13 +652,12 @@ def control_token_effect(model: Any, controller: ValueController, states: Float[
     if states.ndim != 2 or states.shape[-1] != controller.model.d_model:
         raise ValueError(f"states must be [n, {controller.model.d_model}], got {tuple(states.shape)}")
     with torch.enable_grad():
-        x = states.float().detach().requires_grad_(True)
+        x = controller.state_of(states.float()).detach().requires_grad_(True)
         (g,) = torch.autograd.grad(vf(x).sum(), x)
     with torch.no_grad():
         g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        gain = getattr(model.ln_final, "w", None)
-        if gain is not None:
-            g = g * gain.float()
+        if "gain" not in controller.tensors:  # a step in the normalised state is scaled by the gain on its way
+            g = g * final_gain(model).to(g.device)
         delta = (g @ model.W_U.float()).mean(0)
     name = lambda i: model.tokenizer.decode([int(i)]) if model.tokenizer is not None else str(int(i))  # noqa: E731
     up, down = delta.topk(min(k, len(delta))), (-delta).topk(min(k, len(delta)))

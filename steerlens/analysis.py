@@ -1,0 +1,120 @@
+"""Analysis utilities: measurements that say what an edit does and why, per layer and per token.
+
+Each function takes fitted objects and a model and returns tensors or a small dataclass; the plots beside
+them live in ``steerlens.plotting``.
+
+- ``value_gradient``: for a value function (RE-Control), the cosine of ``grad V(s)`` with a reference
+  direction and the value gain that one unit of edit norm buys, at every state. It says, before any
+  generation, whether gradient ascent on V will push the state along the behaviour or somewhere else.
+- ``value_gradient_map``: the same per layer and token of one text (a lens reading: each block's residual
+  output RMS-normalised like the final norm does, as ``recontrol.value_lens``).
+- ``reference_directions``: the unit mean difference of contrast pairs at the final state and at every
+  layer's normalised residual stream: the reference for ``value_gradient``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float
+
+from .generation import encode
+
+STATE_HOOK = "ln_final.hook_normalized"
+
+
+def _rms_normalise(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    return x / x.pow(2).mean(-1, keepdim=True).add(eps).sqrt()
+
+
+@dataclass
+class ValueGradient:
+    """Per state: ``cosine`` of grad V with the reference direction, ``gain`` = ||grad V|| (the value gained
+    per unit of edit norm when stepping along the gradient, to first order) and ``gain_reference`` =
+    grad V . r (the value gained per unit of edit norm along the reference direction ``r``)."""
+
+    cosine: torch.Tensor
+    gain: torch.Tensor
+    gain_reference: torch.Tensor
+
+    def summary(self) -> dict[str, float]:
+        """Means over every state (what the benchmark tables report)."""
+        return {"cosine": float(self.cosine.mean()), "gain": float(self.gain.mean()),
+                "gain_reference": float(self.gain_reference.mean())}
+
+
+def value_gradient(vf: Callable[[torch.Tensor], torch.Tensor], states: Float[torch.Tensor, "... d"],
+                   reference: Float[torch.Tensor, " d"]) -> ValueGradient:
+    """The gradient diagnostic of a value function ``vf`` at ``states`` against ``reference`` (any norm).
+
+    ``cosine = <g, r> / (|g| |r|)`` with ``g = grad_s V(s)``. A controller that steps along ``g`` moves
+    the state along ``r`` by ``cosine`` of each unit of edit norm; the rest of the edit goes elsewhere and
+    costs fluency. Exact for a linear V (``g = w`` everywhere).
+    """
+    if states.shape[-1] != reference.shape[-1]:
+        raise ValueError(f"states have d={states.shape[-1]}, reference has d={reference.shape[-1]}")
+    if not torch.isfinite(reference).all() or float(reference.norm()) == 0:
+        raise ValueError("The reference direction must be finite and non-zero")
+    r = reference.float() / reference.float().norm()
+    with torch.enable_grad():
+        x = states.detach().float().requires_grad_(True)
+        (g,) = torch.autograd.grad(vf(x).sum(), x)
+    gain = g.norm(dim=-1)
+    along = g @ r
+    return ValueGradient(cosine=along / gain.clamp_min(1e-12), gain=gain, gain_reference=along)
+
+
+@torch.no_grad()
+def reference_directions(model: Any, positive: Sequence[str], negative: Sequence[str], batch_size: int = 16,
+                         ) -> dict[str, Float[torch.Tensor, " d"]]:
+    """Unit ``mean(positive) - mean(negative)`` of the token-averaged states, at the final state
+    (``ln_final.hook_normalized``) and at each block's output RMS-normalised (``blocks.L.hook_resid_post``).
+    The texts are read raw (no chat template)."""
+    if not positive or not negative:
+        raise ValueError("Need at least one positive and one negative text")
+    names = [f"blocks.{la}.hook_resid_post" for la in range(model.cfg.n_layers)] + [STATE_HOOK]
+
+    def means(texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        total = {n: torch.zeros(model.cfg.d_model, dtype=torch.float64) for n in names}
+        for i in range(0, len(texts), batch_size):
+            tokens, mask = encode(model, list(texts[i:i + batch_size]))
+            _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=lambda n: n in names)
+            m = mask.bool().cpu()
+            for n in names:
+                x = cache[n].float().cpu()
+                x = x if n == STATE_HOOK else _rms_normalise(x)
+                per_text = (x * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+                total[n] += per_text.double().sum(0)
+        return {n: t / len(texts) for n, t in total.items()}
+
+    pos, neg = means(positive), means(negative)
+    out = {}
+    for n in names:
+        d = (pos[n] - neg[n]).float()
+        out[n] = d / d.norm().clamp_min(1e-12)
+    return out
+
+
+@torch.no_grad()
+def value_gradient_map(model: Any, vf: Callable[[torch.Tensor], torch.Tensor], text: str,
+                       references: dict[str, torch.Tensor]) -> tuple[ValueGradient, list[str]]:
+    """``value_gradient`` at every layer and token of ``text``: rows are the blocks' outputs
+    (RMS-normalised, a lens reading of a V trained on the final state) then the final state itself; each
+    row against its own reference (``reference_directions``). Returns ([n_layers + 1, tokens] fields,
+    token labels)."""
+    names = [f"blocks.{la}.hook_resid_post" for la in range(model.cfg.n_layers)] + [STATE_HOOK]
+    missing = [n for n in names if n not in references]
+    if missing:
+        raise ValueError(f"No reference direction for {missing[:3]}...: build them with reference_directions")
+    tokens, mask = encode(model, [text])
+    _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=lambda n: n in names)
+    rows = []
+    for n in names:
+        x = cache[n][0].float().cpu()
+        rows.append(value_gradient(vf, x if n == STATE_HOOK else _rms_normalise(x), references[n].cpu()))
+    labels = [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
+    stack = lambda f: torch.stack([getattr(r, f) for r in rows])  # noqa: E731
+    return ValueGradient(stack("cosine"), stack("gain"), stack("gain_reference")), labels
