@@ -62,3 +62,25 @@ def test_shipped_editors_are_current_and_load(model, tmp_path, monkeypatch):
     for method, task in SHIPPED_FITS:
         editor = harness.fit_editor(model, method, task, progress=False)
         assert editor.method == method and editor.model.fingerprint is not None
+
+
+@pytest.mark.parametrize("task", ["sentiment", "detox"])
+def test_recontrol_default_edit_is_the_bound_it_promises(model, task):
+    """The default RE-Control editor's step and bound are fractions of the state's norm and the bound binds:
+    on real final states the control has norm max_norm * |s| (the paper's raw step moved the state by about
+    4% of its norm, which changed nothing)."""
+    from steerlens import harness
+    from steerlens.generation import encode
+    from steerlens.methods.recontrol import STATE_HOOK
+
+    editor = harness.fit_editor(model, "recontrol", task, progress=False)
+    s = editor.settings
+    assert s["relative"] and s["alpha"] * s["n_steps"] >= s["max_norm"]
+    tokens, mask = encode(model, ["The weather today is grey and the train was late again, so"])
+    _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=STATE_HOOK)
+    states = cache[STATE_HOOK][0, 1:].float()
+    u, trace = editor._ascent(states)
+    share = editor.state_of(u).norm(dim=-1) / editor.state_of(states).norm(dim=-1)
+    torch.testing.assert_close(share, torch.full_like(share, s["max_norm"]), atol=1e-4, rtol=1e-4)
+    assert torch.all(trace[-1] > trace[0])
+
