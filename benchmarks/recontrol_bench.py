@@ -162,7 +162,8 @@ def select(model, args):
     chosen = max(ok, key=lambda r: r["delta"]) if ok else None
     print("chosen:", json.dumps(chosen))
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"select{args.tag}.json").write_text(json.dumps({"table": table, "generation": gen_rows, "chosen": chosen}, indent=1))
+    result = {"table": table, "generation": gen_rows, "chosen": chosen}
+    (OUT / f"select{args.tag}.json").write_text(json.dumps(result, indent=1))
 
 
 def score(model, args):

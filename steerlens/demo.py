@@ -52,9 +52,11 @@ TASKS: dict[str, DemoTask] = {
     "sentiment": DemoTask(
         title="sentiment: steer towards positive answers",
         notice="RE-Control pushes the final state up a learned value function at every generated token; its "
-               "line shows V before and after and how far the state moved. On this small model V is weak and "
-               "the push small, so the answers change little (see the README). The baselines show what one "
-               "added vector (ActAdd), one removed direction (OrthoProj) or a system prompt does.",
+               "line shows V before and after and how far the state moved. Its default value function is "
+               "linear (it steered best on this small model), so the push is one learned direction, 12.5% of "
+               "the state's norm, the same at every token: a steering vector learned from rewards. The "
+               "baselines show what one added vector (ActAdd), one removed direction (OrthoProj) or a system "
+               "prompt does.",
         methods=["recontrol", "actadd", "orthoproj", "prompt"],
         prompts=[{"prompt": "Describe a long wait at the airport."},
                  {"prefix": "The train was late again this morning, and"}],

@@ -379,3 +379,18 @@ class TestPlacement:
         finally:
             with torch.no_grad():
                 tiny.ln_final.w.copy_(original)
+
+
+def test_closed_form_linear_ascent_equals_the_loop():
+    """The shortcut for a linear V under relative control gives the loop's control and values."""
+    vf = LinearValue(16)
+    vf.weight.normal_()
+    vf.bias.fill_(0.3)
+    s = torch.randn(6, 16)
+    fast_u, fast_trace = gradient_ascent(vf, s, 0.03, 7, 0.125, relative=True)
+    iterates: list[torch.Tensor] = []
+    slow_u, slow_trace = gradient_ascent(vf, s, 0.03, 7, 0.125, relative=True, path=iterates)  # path: the loop
+    torch.testing.assert_close(fast_u, slow_u, atol=1e-5, rtol=1e-5)
+    assert len(fast_trace) == len(slow_trace) == 8
+    for a, b in zip(fast_trace, slow_trace, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

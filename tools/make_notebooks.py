@@ -217,7 +217,8 @@ def recontrol():
                  "states = torch.cat(ro.states)\n"
                  "for name, v in [('mlp / td', vf), ('linear / mc', lin)]:\n"
                  "    d = value_gradient(v, states, refs[STATE_HOOK]).summary()\n"
-                 "    print(f\"{name:12} cos(grad V, sentiment) {d['cosine']:+.2f}   value per unit edit {d['gain']:.3f}\")"),
+                 "    print(f\"{name:12} cos(grad V, sentiment) {d['cosine']:+.2f}\",\n"
+                 "          f\"value per unit edit {d['gain']:.3f}\")"),
         ("md", "On the full benchmark (`benchmarks/recontrol_bench.py select`: 1,383 rollouts of 461 training "
                "prompts, measured on held-out training prompts) the same split holds at every temperature "
                "and placement: the MLP's gradient cosine is 0.16-0.25 whatever its held-out correlation "

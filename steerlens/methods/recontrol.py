@@ -18,6 +18,7 @@ and the gradient steps run only at the position that produces the next token (no
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -466,11 +467,20 @@ def gradient_ascent(vf: ValueFunction, s: Float[torch.Tensor, "b d"], alpha: flo
     Returns the control ``u`` and the values along the way (for trajectory plots); each iterate of
     ``u`` is appended to ``path`` when one is given.
     """
+    size = s.norm(dim=-1, keepdim=True) if relative else torch.ones_like(s[..., :1])
+    if relative and isinstance(vf, LinearValue) and path is None:
+        # closed form: the gradient is w everywhere, so iterate k is min(k alpha, max_norm) ||s|| w/||w||
+        # (the same numbers as the loop below, without n autograd passes per token)
+        w = vf.weight.to(s.dtype)
+        reach = [min(k * alpha, math.inf if max_norm is None else max_norm) for k in range(n_steps + 1)]
+        with torch.no_grad():
+            v0 = vf(s)
+            trace = [v0 + r * size[..., 0] * w.norm() for r in reach]
+        return (reach[-1] * size * w / w.norm().clamp_min(1e-12)).detach(), trace
     u = torch.zeros_like(s)
     trace = []
     if path is not None:
         path.append(u)
-    size = s.norm(dim=-1, keepdim=True) if relative else torch.ones_like(s[..., :1])
     with torch.enable_grad():
         for _ in range(n_steps):
             u = u.detach().requires_grad_(True)
