@@ -141,8 +141,9 @@ def select(model, args):
             print(json.dumps(row), flush=True)
     learned = [r for r in table if r["family"] != "fixed"]
     top = sorted(learned, key=lambda r: -r["cosine"])[:2]
-    rows = [{"prompt": p} if any(x.get("prompt") == p for x in harness.shipped_train_rows("sentiment"))
-            else {"prefix": p} for p in sel_prompts]
+    held = set(sel_prompts)
+    rows = sorted((r for r in harness.shipped_train_rows("sentiment") if harness.item_key(r) in held),
+                  key=harness.item_key)
     base = metrics_of(model, rows, harness.respond(model, rows, MAX_NEW), "sentiment")
     print(f"selection prompts: {len(rows)}; unsteered VADER {base['vader_compound']:+.3f} ppl {base['perplexity']:.2f}")
     gen_rows = []

@@ -21,6 +21,12 @@ Position = Literal["last", "mean", "all"]
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
+def rms_normalise(x: Float[torch.Tensor, "... d"], eps: float = 1e-5) -> Float[torch.Tensor, "... d"]:
+    """``x / rms(x)`` over the last axis, as an RMS norm does before its gain: the lens readings use it to
+    put a residual stream on the final state's scale."""
+    return x / x.pow(2).mean(-1, keepdim=True).add(eps).sqrt()
+
+
 def _stop_layer(names: Sequence[str], n_layers: int) -> int | None:
     layers = []
     for name in names:

@@ -21,13 +21,9 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
+from .activations import rms_normalise
 from .generation import encode
-
-STATE_HOOK = "ln_final.hook_normalized"
-
-
-def _rms_normalise(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    return x / x.pow(2).mean(-1, keepdim=True).add(eps).sqrt()
+from .methods.recontrol import STATE_HOOK
 
 
 @dataclass
@@ -85,7 +81,7 @@ def reference_directions(model: Any, positive: Sequence[str], negative: Sequence
             m = mask.bool().cpu()
             for n in names:
                 x = cache[n].float().cpu()
-                x = x if n == STATE_HOOK else _rms_normalise(x)
+                x = x if n == STATE_HOOK else rms_normalise(x)
                 per_text = (x * m[..., None]).sum(1) / m.sum(1, keepdim=True)
                 total[n] += per_text.double().sum(0)
         return {n: t / len(texts) for n, t in total.items()}
@@ -114,7 +110,7 @@ def value_gradient_map(model: Any, vf: Callable[[torch.Tensor], torch.Tensor], t
     rows = []
     for n in names:
         x = cache[n][0].float().cpu()
-        rows.append(value_gradient(vf, x if n == STATE_HOOK else _rms_normalise(x), references[n].cpu()))
+        rows.append(value_gradient(vf, x if n == STATE_HOOK else rms_normalise(x), references[n].cpu()))
     labels = [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
     stack = lambda f: torch.stack([getattr(r, f) for r in rows])  # noqa: E731
     return ValueGradient(stack("cosine"), stack("gain"), stack("gain_reference")), labels

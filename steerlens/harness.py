@@ -372,13 +372,6 @@ def recontrol_rollouts(model: Any, task: str, rows: Sequence[dict[str, Any]], s:
     return ro
 
 
-def _held_out_corr(curves: dict[str, Any]) -> float:
-    """The value function's held-out correlation: the last epoch's, or the chosen ridge penalty's."""
-    if "lambdas" in curves:
-        return curves["val_corr"][curves["lambdas"].index(curves["lambda"])]
-    return curves["val_corr"][-1]
-
-
 def _fit_recontrol(model: Any, task: str, rows: Sequence[dict[str, Any]], s: dict[str, Any], max_new_tokens: int,
                    progress: bool, partial: Path | None = None) -> Editor:
     """Rollouts on the training prompts scored by the task reward (TruthfulQA: the best answer, reward 1,
@@ -406,9 +399,9 @@ def _fit_recontrol(model: Any, task: str, rows: Sequence[dict[str, Any]], s: dic
         gain = final_gain(model)
         ro.states = [x * gain for x in ro.states]
     vf, curves = fit_value(ro, s["family"], s["target"], epochs=s["epochs"], progress=progress)
-    if curves["val_corr"]:
+    if "held_out_corr" in curves:
         print(f"recontrol: {s['family']} value function ({s['target']} targets) on held-out training prompts: "
-              f"corr(V(s_t), reward) {_held_out_corr(curves):+.2f}"
+              f"corr(V(s_t), reward) {curves['held_out_corr']:+.2f}"
               " (near 0: V cannot tell good from bad answers to new prompts)")
     return ValueController.from_value(model, vf, alpha=s["alpha"], n_steps=s["n_steps"], max_norm=s["max_norm"],
                                       positions=positions, relative=s["relative"],

@@ -394,3 +394,16 @@ def test_closed_form_linear_ascent_equals_the_loop():
     assert len(fast_trace) == len(slow_trace) == 8
     for a, b in zip(fast_trace, slow_trace, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_held_out_corr_is_the_returned_value_functions():
+    """``curves["held_out_corr"]`` belongs to the V that is returned: the chosen ridge penalty's, the last
+    epoch's, or with ``keep_best`` the kept epoch's (not the last one's)."""
+    states, rewards = memorisable(60, 4)
+    ro = Rollouts([f"p{i // 4}" for i in range(len(states))], ["r"] * len(states), states, rewards)
+    lin, curves = fit_value(ro, "linear", "mc", progress=False)
+    assert curves["held_out_corr"] == curves["val_corr"][curves["lambdas"].index(curves["lambda"])]
+    _, curves = fit_value(ro, hidden=64, epochs=30, lr=3e-3, keep_best=True, progress=False)
+    assert curves["held_out_corr"] == curves["val_corr"][curves["best_epoch"]]
+    _, curves = fit_value(ro, hidden=8, epochs=3, progress=False)
+    assert curves["held_out_corr"] == curves["val_corr"][-1]

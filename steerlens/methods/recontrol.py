@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..activations import rms_normalise
 from ..editing import Editor, HookFn, ModelSpec, register
 from ..files import atomic_file
 from ..generation import encode, format_chat, generate_tokens
@@ -281,16 +282,29 @@ class PCAValue(ValueFunction):
 FAMILIES: dict[str, type[ValueFunction]] = {"mlp": MLPValue, "linear": LinearValue, "pca_mlp": PCAValue}
 
 
+class Ridge:
+    """Ridge regression with an unpenalised intercept on fixed inputs ``x``, factorised once so that many
+    targets can be solved cheaply (fitted TD iteration changes only the targets):
+    ``w = (Xc^T Xc + lam I)^-1 Xc^T (y - mean y)`` on centred ``Xc``, in float64."""
+
+    def __init__(self, x: Float[torch.Tensor, "n d"], lam: float):
+        x64 = x.double()
+        self.mean = x64.mean(0)
+        self.xc = x64 - self.mean
+        self.chol = torch.linalg.cholesky(self.xc.T @ self.xc + lam * torch.eye(x.shape[1], dtype=torch.float64))
+
+    def solve(self, y: Float[torch.Tensor, " n"]) -> tuple[Float[torch.Tensor, " d"], Float[torch.Tensor, " d"], float]:
+        """``(w, x_mean, y_mean)``, so that the prediction is ``w . (x - x_mean) + y_mean``."""
+        y64 = y.double()
+        ym = y64.mean()
+        w = torch.cholesky_solve((self.xc.T @ (y64 - ym))[:, None], self.chol)[:, 0]
+        return w.float(), self.mean.float(), float(ym)
+
+
 def ridge(x: Float[torch.Tensor, "n d"], y: Float[torch.Tensor, " n"], lam: float,
           ) -> tuple[Float[torch.Tensor, " d"], Float[torch.Tensor, " d"], float]:
-    """Ridge regression with an unpenalised intercept: ``w = (Xc^T Xc + lam I)^-1 Xc^T (y - mean y)`` on
-    centred ``Xc``; returns ``(w, x_mean, y_mean)`` (so ``V(s) = w . (s - x_mean) + y_mean``). float64."""
-    x64, y64 = x.double(), y.double()
-    mu, ym = x64.mean(0), y64.mean()
-    xc = x64 - mu
-    a = xc.T @ xc + lam * torch.eye(x.shape[1], dtype=torch.float64)
-    w = torch.linalg.solve(a, xc.T @ (y64 - ym))
-    return w.float(), mu.float(), float(ym)
+    """One ridge fit (``Ridge(x, lam).solve(y)``): returns ``(w, x_mean, y_mean)``."""
+    return Ridge(x, lam).solve(y)
 
 
 def split_by_prompt(prompts: Sequence[str], val_fraction: float, generator: torch.Generator,
@@ -347,18 +361,19 @@ def fit_value(rollouts: Rollouts, family: str = "mlp", target: str = "td", *, ep
       targets the fit is repeated ``td_iters`` times, each time against the TD targets of the last fit
       (fitted TD iteration), starting from the Monte-Carlo fit.
 
-    ``curves``: ``val_episodes`` (indices of the validation episodes: every episode of the held-out prompts,
-    none with fewer than 5 distinct prompts) and ``val_corr``, the correlation between V(s_t) and the
-    episode's reward over the real steps of those episodes (per epoch; for ``"linear"``, per penalty, with
-    ``lambda`` the one chosen and ``val_mse`` its criterion). It says whether V predicts the reward on prompts
-    it has not seen. Nets also
+    ``curves``: ``val_episodes`` (indices of the validation episodes: every episode of the held-out prompts, none
+    with fewer than 5 distinct prompts) and ``val_corr``, the correlation between V(s_t) and the episode's reward
+    over the real steps of those episodes (per epoch; for ``"linear"``, per penalty, with ``lambda`` the one chosen
+    and ``val_mse`` its criterion); ``held_out_corr`` is the returned V's (the chosen penalty's, the kept epoch's),
+    absent without a validation split. It says whether V predicts the reward on prompts it has not seen. Nets also
     get ``train`` and ``val`` losses per epoch; with ``keep_best`` the net after the epoch with the lowest
-    validation loss is returned (``best_epoch``, from 0). Prediction is not direction: a net that predicts
-    better can steer worse (see ``steerlens.analysis.value_gradient``).
+    validation loss is returned (``best_epoch``, from 0). Prediction is not direction: a net that predicts better
+    can steer worse (see ``steerlens.analysis.value_gradient``).
     """
     if family not in FAMILIES:
         raise ValueError(f"Unknown value-function family {family!r}; known: {', '.join(FAMILIES)}")
-    targets_for(target, torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool), torch.zeros(1))  # checks the name
+    if target not in TARGETS:
+        raise ValueError(f"Unknown value target {target!r}; choose one of {', '.join(TARGETS)}")
     if len(rollouts.rewards) != len(rollouts.states):
         raise ValueError("Rollouts need one reward per response: score them first")
     if not rollouts.states:
@@ -389,6 +404,8 @@ def fit_value(rollouts: Rollouts, family: str = "mlp", target: str = "td", *, ep
         else:
             curves["lambda"] = lambdas[len(lambdas) // 2] if len(lambdas) > 1 else lambdas[0]
         fit_on(torch.arange(len(x)), curves["lambda"])
+        if "lambdas" in curves:
+            curves["held_out_corr"] = curves["val_corr"][curves["lambdas"].index(curves["lambda"])]
         return vf.eval(), curves
     if family == "pca_mlp":
         vf = PCAValue(d, n_components, hidden or 64)
@@ -431,27 +448,25 @@ def fit_value(rollouts: Rollouts, family: str = "mlp", target: str = "td", *, ep
                 curves["best_epoch"] = epoch
     if best_state is not None:
         vf.load_state_dict(best_state)
+    if curves["val_corr"]:
+        curves["held_out_corr"] = curves["val_corr"][-1 if best_state is None else curves["best_epoch"]]
     return vf.eval(), curves
 
 
 @torch.no_grad()
 def _fit_linear(vf: LinearValue, x: torch.Tensor, mask: torch.Tensor, r: torch.Tensor, lam: float, target: str,
                 td_iters: int) -> None:
-    """Ridge (as ``ridge``) on the real steps against Monte-Carlo targets, then (``target="td"``) fitted TD
-    iteration: the Gram matrix is factorised once and only the targets change."""
-    flat = x[mask].double()
-    mu = flat.mean(0)
-    xc = flat - mu
-    chol = torch.linalg.cholesky(xc.T @ xc + lam * torch.eye(flat.shape[1], dtype=torch.float64))
+    """``Ridge`` on the real steps against Monte-Carlo targets, then (``target="td"``) fitted TD iteration:
+    the Gram matrix is factorised once and only the targets change."""
+    solver = Ridge(x[mask], lam)
     y = mc_targets(mask, r)
     for it in range(1 + (td_iters if target == "td" else 0)):
         if it:
             y = td_targets(vf(x), mask, r)
-        yy = y[mask].double()
-        w = torch.cholesky_solve((xc.T @ (yy - yy.mean()))[:, None], chol)[:, 0]
-        vf.weight.copy_(w.float())
-        vf.mean.copy_(mu.float())
-        vf.bias.fill_(float(yy.mean()))
+        w, mu, b = solver.solve(y[mask])
+        vf.weight.copy_(w)
+        vf.mean.copy_(mu)
+        vf.bias.fill_(b)
 
 
 # -- the controller -------------------------------------------------------------------------------------
@@ -472,11 +487,12 @@ def gradient_ascent(vf: ValueFunction, s: Float[torch.Tensor, "b d"], alpha: flo
         # closed form: the gradient is w everywhere, so iterate k is min(k alpha, max_norm) ||s|| w/||w||
         # (the same numbers as the loop below, without n autograd passes per token)
         w = vf.weight.to(s.dtype)
+        w_norm = w.norm()
         reach = [min(k * alpha, math.inf if max_norm is None else max_norm) for k in range(n_steps + 1)]
         with torch.no_grad():
-            v0 = vf(s)
-            trace = [v0 + r * size[..., 0] * w.norm() for r in reach]
-        return (reach[-1] * size * w / w.norm().clamp_min(1e-12)).detach(), trace
+            v0, step = vf(s), size[..., 0] * w_norm
+            trace = [v0 + r * step for r in reach]
+        return (reach[-1] * size * w / w_norm.clamp_min(1e-12)).detach(), trace
     u = torch.zeros_like(s)
     trace = []
     if path is not None:
@@ -612,7 +628,7 @@ def value_lens(model: Any, controller: ValueController,
     rows = []
     for name in names:
         x = cache[name][0].float()
-        rows.append(vf(controller.state_of(x / x.pow(2).mean(-1, keepdim=True).add(1e-5).sqrt())))
+        rows.append(vf(controller.state_of(rms_normalise(x))))
     rows.append(vf(controller.state_of(cache[STATE_HOOK][0].float())))
     labels = [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
     return torch.stack(rows).cpu(), labels
