@@ -114,3 +114,81 @@ def value_gradient_map(model: Any, vf: Callable[[torch.Tensor], torch.Tensor], t
     labels = [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
     stack = lambda f: torch.stack([getattr(r, f) for r in rows])  # noqa: E731
     return ValueGradient(stack("cosine"), stack("gain"), stack("gain_reference")), labels
+
+
+# -- PaCE: where the removed energy sits ------------------------------------------------------------------------
+@dataclass
+class RemovalProfile:
+    """What PaCE finds in one text, per layer and token, on unedited activations.
+
+    ``share`` [layers, tokens]: ``||D_U c_U|| / ||z||``, the undesirable concepts' part of each activation (what
+    PaCE removes where it edits); ``residual`` [layers, tokens]: ``||z - D c|| / ||z||``, the part outside the
+    dictionary's span (kept by PaCE); ``prompt_len``: tokens of the context (the rest is the response);
+    ``sink`` [tokens]: attention-sink positions (norm above the editor's threshold at any layer), left out
+    of region means.
+    """
+
+    tokens: list[str]
+    layers: list[int]
+    share: torch.Tensor
+    residual: torch.Tensor
+    prompt_len: int
+    sink: torch.Tensor
+
+    def region(self, which: str) -> torch.Tensor:
+        """Bool mask [tokens] of ``"prompt"``, ``"generated"`` or ``"all"`` positions, sinks left out."""
+        n = len(self.tokens)
+        pos = torch.arange(n)
+        masks = {"prompt": pos < self.prompt_len, "generated": pos >= self.prompt_len,
+                 "all": torch.ones(n, dtype=torch.bool)}
+        if which not in masks:
+            raise ValueError(f"region must be one of {sorted(masks)}, not {which!r}")
+        return masks[which] & ~self.sink
+
+    def mean(self, which: str, field: str = "share") -> torch.Tensor:
+        """Per layer, the mean of ``share`` (or ``residual``) over a region's tokens (NaN if it has none)."""
+        values = getattr(self, field)
+        where = self.region(which)
+        if not bool(where.any()):
+            return torch.full((len(self.layers),), float("nan"))
+        return values[:, where].mean(1)
+
+
+@torch.no_grad()
+def removal_profile(model: Any, editor: Any, context: str, response: str = "") -> RemovalProfile:
+    """Decompose every token of ``context + response`` at each of a PaCE editor's layers (paper Eq. 2-3, on
+    the unedited forward pass) and measure the undesirable part and the residual, per layer and token.
+
+    It separates three reasons an edit can fail to change a continuation: the undesirable concepts are in
+    the prompt (then prompt-position editing removes them), they appear only in the response (positions a
+    ``positions="prompt"`` editor leaves alone), or the text lies outside the dictionary's span (a large
+    ``residual``, which PaCE keeps whatever the partition)."""
+    from .editing import resid_hook_name
+
+    if getattr(editor, "method", None) != "pace":
+        raise ValueError(f"removal_profile needs a PaCE editor, not {type(editor).__name__}")
+    editor.model.check(model, "PaCE editor")
+    # context and response tokenised apart and joined, as generation saw them (no merge across the boundary)
+    ctx = encode(model, [context])[0][0] if context else torch.zeros(0, dtype=torch.long)
+    resp = encode(model, [response])[0][0] if response else torch.zeros(0, dtype=torch.long)
+    tokens = torch.cat([ctx, resp])[None]
+    if tokens.shape[1] == 0:
+        raise ValueError("removal_profile needs a non-empty text")
+    n_ctx = int(ctx.shape[0])
+    names = {resid_hook_name(layer) for layer in editor.layers}
+    _, cache = model.run_with_cache(tokens.to(next(model.parameters()).device), names_filter=lambda n: n in names)
+    acts = {n: [cache[n][0].float().cpu()] for n in names}
+    mask = editor.tensors["undesirable"]
+    share, residual, sink = [], [], torch.zeros(tokens.shape[1], dtype=torch.bool)
+    for layer in editor.layers:
+        z = acts[resid_hook_name(layer)][0]
+        c = editor.coefficients(layer, z)
+        D = editor.tensors[f"atoms.{layer}"].to(c.dtype)
+        norm = z.norm(dim=-1).clamp_min(1e-12)
+        share.append(((c * mask) @ D.T).norm(dim=-1) / norm)
+        residual.append((z - c @ D.T).norm(dim=-1) / norm)
+        threshold = editor.tensors.get(f"sink_norm.{layer}")
+        if threshold is not None:
+            sink |= norm > float(threshold)
+    return RemovalProfile([model.tokenizer.decode([t]) for t in tokens[0].tolist()], list(editor.layers),
+                          torch.stack(share), torch.stack(residual), n_ctx, sink)

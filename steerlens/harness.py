@@ -52,7 +52,8 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
             "sentiment": {"layers": list(range(15, 30)), "k": 0.99},
             "truthfulqa": {"layers": list(range(10, 30)), "k": 0.998}},
     "pace": {t: {"layers": [9, 15, 21], "alpha": 0.05, "l1_ratio": 0.95, "n_concepts": None, "centre": True,
-                 "positions": "all", "stimuli": "frames", "atom_position": "last", "expand": 0}
+                 "positions": "all", "stimuli": "frames", "atom_position": "last", "expand": 0,
+                 "partition": "curated"}
              for t in TASKS},
     "recontrol": {t: {"family": "mlp", "target": "td", "alpha": 1.0, "n_steps": 10, "max_norm": None,
                       "relative": False, "placement": "normalized", "epochs": 40, "samples": 2, "behaviours": [],
@@ -124,6 +125,20 @@ def contexts_of(model: Any, rows: Sequence[dict[str, Any]], system: str | None =
     prompt), the raw ``prefix`` (after ``system`` as a first line), as ``respond`` builds them."""
     pre = "" if system is None else system + "\n\n"
     return [format_chat(model.tokenizer, r["prompt"], system) if "prompt" in r else pre + r["prefix"] for r in rows]
+
+
+PARTITIONS = ("curated", "classifier", "union")
+
+
+def undesirability(task: str) -> Any:
+    """The offline classifier that labels PaCE's concepts for ``task`` (``partition="classifier"``), as a
+    probability-like score where above 0.5 is undesirable: detox, the offensive probability; sentiment,
+    ``(1 - VADER compound) / 2`` (negative text)."""
+    if task == "detox":
+        return offensive_prob
+    if task == "sentiment":
+        return lambda texts: [(1.0 - v) / 2.0 for v in vader_compound(texts)]
+    raise ValueError(f"No offline classifier labels concepts for task {task!r}; use partition='curated'")
 
 
 def reward_fn(task: str) -> Any:
@@ -296,9 +311,12 @@ def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shi
     from .methods.pace import (
         DEFAULT_LAYERS,
         TASK_GROUPS,
+        classifier_partition,
+        concept_scores,
         curated_partition,
         default_dictionary,
         expand_partition,
+        stimuli_texts,
         tagged_concepts,
     )
     from .methods.sea import TRUTHFULQA_NEUTRAL_TOKENS
@@ -317,6 +335,15 @@ def _fit(model: Any, method: str, task: str, rows: Sequence[dict[str, Any]], shi
                                  position=s["atom_position"], progress=progress)
         if task not in dic.partitions:
             curated_partition(dic, task, tagged_concepts(TASK_GROUPS[task]))
+        partition = s.get("partition", "curated")
+        if partition not in PARTITIONS:
+            raise ValueError(f"partition must be one of {PARTITIONS}, not {partition!r}")
+        if partition != "curated":  # labelled by the task's offline classifier (alone, or with the curated)
+            curated = list(dic.partitions[task])
+            scores = concept_scores(stimuli_texts(s["stimuli"]), undesirability(task))
+            classifier_partition(dic, task, scores)
+            if partition == "union":
+                dic.set_partition(task, curated + dic.partitions[task])
         if s["expand"]:  # the curated concepts' nearest neighbours, at the dictionary's middle layer
             expand_partition(dic, task, int(s["expand"]), sorted(dic.atoms)[len(dic.atoms) // 2])
         return PaCEEditor.from_dictionary(dic, task, layers=s["layers"], alpha=s["alpha"], l1_ratio=s["l1_ratio"],

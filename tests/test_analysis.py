@@ -53,3 +53,47 @@ class TestOnAModel:
         assert out.cosine.shape == (tiny.cfg.n_layers + 1, len(labels))
         want = float(torch.cosine_similarity(vf.weight, ref[STATE_HOOK], dim=0))
         torch.testing.assert_close(out.cosine[-1], torch.full((len(labels),), want), atol=1e-5, rtol=1e-5)
+
+
+class TestRemovalProfile:
+    def _editor(self, tiny, undesirable):
+        from steerlens.editing import ModelSpec
+        from steerlens.methods.pace import ConceptDictionary, PaCEEditor
+
+        g = torch.Generator().manual_seed(0)
+        atoms = {la: torch.randn(12, tiny.cfg.d_model, generator=g) * 3 for la in (1, 2)}
+        dic = ConceptDictionary([f"c{i}" for i in range(12)], atoms, ModelSpec.of(tiny))
+        dic.set_partition("t", undesirable)
+        return PaCEEditor.from_dictionary(dic, "t", [1, 2], alpha=0.01)
+
+    def test_share_is_what_the_hook_removes(self, tiny_chat):
+        from steerlens.analysis import removal_profile
+
+        ed = self._editor(tiny_chat, ["c0", "c3", "c5"])
+        context, response = "abc de", "fgh"
+        prof = removal_profile(tiny_chat, ed, context, response)
+        ids = torch.cat([tiny_chat.tokenizer(t, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+                         for t in (context, response)])
+        _, cache = tiny_chat.run_with_cache(ids[None])
+        assert len(prof.tokens) == len(ids)
+        for i, layer in enumerate((1, 2)):
+            z = cache[f"blocks.{layer}.hook_resid_post"][0]
+            removed = (z - ed.hook_fn(layer)(z[None], None)[0]).norm(dim=-1) / z.norm(dim=-1)
+            torch.testing.assert_close(prof.share[i], removed, atol=1e-5, rtol=1e-4)
+        assert prof.prompt_len == len(tiny_chat.tokenizer(context, add_special_tokens=False)["input_ids"]) > 0
+        assert prof.share.shape == prof.residual.shape == (2, len(prof.tokens))
+        assert int(prof.region("prompt").sum() + prof.region("generated").sum()) == int((~prof.sink).sum())
+        assert prof.mean("prompt").shape == (2,)
+
+    def test_no_undesirable_concept_removes_nothing_and_bad_input_is_refused(self, tiny_chat):
+        from steerlens.analysis import removal_profile
+        from steerlens.methods import ActAdd
+
+        prof = removal_profile(tiny_chat, self._editor(tiny_chat, []), "abc", "de")
+        assert float(prof.share.abs().max()) == 0.0
+        assert bool((prof.residual > 0).all())  # a 12-atom dictionary cannot span d=32
+        assert torch.isnan(removal_profile(tiny_chat, self._editor(tiny_chat, []), "abc").mean("generated")).all()
+        with pytest.raises(ValueError, match="region must be"):
+            prof.region("answer")
+        with pytest.raises(ValueError, match="PaCE editor"):
+            removal_profile(tiny_chat, ActAdd.fit(tiny_chat, ["ab"], ["cd"], layers=[1], progress=False), "abc")

@@ -292,3 +292,33 @@ def test_a_prefix_of_a_cached_dictionary_is_sliced_from_it(tiny, tmp_path, monke
     default_dictionary(tiny, n_concepts=2, stimuli=p, layers=[1])  # other layers: another dictionary
     assert built == [list("abcd"), ["a", "b"]]
 
+
+
+def test_classifier_partition_labels_by_mean_stimulus_score(tiny, capsys):
+    from steerlens.methods.pace import classifier_partition, concept_scores
+
+    def scorer(texts):  # "bad" in a sentence scores 1, anything else 0
+        return [1.0 if "bad" in t else 0.0 for t in texts]
+
+    stimuli = {"c0": ["a bad one", "bad again"], "c1": ["fine", "bad"], "c2": ["fine", "good", "bad"], "c3": []}
+    scores = concept_scores(stimuli, scorer)
+    assert scores == {"c0": 1.0, "c1": 0.5, "c2": pytest.approx(1 / 3)}  # c3 has no stimuli: no score
+    dic = dictionary(tiny, k=4)
+    # strictly above the threshold: c1's 0.5 is not undesirable at 0.5, it is at 0.4
+    assert classifier_partition(dic, "t", scores) == [0]
+    assert "no score" in capsys.readouterr().out
+    assert classifier_partition(dic, "t", scores, threshold=0.4) == [0, 1]
+    with pytest.raises(ValueError, match="No concept scores above"):
+        classifier_partition(dic, "t", scores, threshold=1.0)
+    with pytest.raises(ValueError, match="returned 1 values"):
+        concept_scores(stimuli, lambda texts: [0.0])
+
+
+def test_harness_partition_setting():
+    from steerlens import harness
+
+    assert harness.settings_for("pace", "detox", None)["partition"] == "curated"
+    with pytest.raises(ValueError, match="No offline classifier"):
+        harness.undesirability("truthfulqa")
+    neg = harness.undesirability("sentiment")(["I hate this, it is awful.", "I love this, it is wonderful."])
+    assert neg[0] > 0.5 > neg[1]

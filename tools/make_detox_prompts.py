@@ -67,7 +67,8 @@ burns popcorn in the office microwave | sings badly in the shower | sneezes with
 walks slowly in front of me | interrupts everyone in meetings | mansplains my own job to me |
 double-books the meeting room | leaves wet towels on the floor | drives ten under the limit in the fast lane |
 brings fish to reheat at work | uses my shampoo | clips his nails on the train | never flushes |
-hoovers at 6am | complains about everything | cheats at board games | ghosts everyone | reviews restaurants he never visited |
+hoovers at 6am | complains about everything | cheats at board games | ghosts everyone |
+reviews restaurants he never visited |
 forgets my name every day | blasts videos on the bus | rings the doorbell ten times""")
 
 HANDLES = items("""@gamer_dude99 | @the_real_kev | @sunny_vibes | @bigmike | @trollhunter | @lisa_m | @dan_the_man |

@@ -17,10 +17,11 @@ a forward pass at once (the reference code instead runs a dense least-squares so
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -192,6 +193,13 @@ def stimuli_path(stimuli: str | Path) -> Path | None:
     return path
 
 
+def stimuli_texts(stimuli: str | Path) -> dict[str, list[str]]:
+    """The stimulus sentences of every shipped concept: ``"frames"``, ``"model"`` or a stimuli JSONL path
+    (as ``default_dictionary`` reads them, whole sentences)."""
+    source = stimuli_path(stimuli)
+    return template_stimuli(shipped_concepts()) if source is None else read_stimuli(source)
+
+
 def default_dictionary(model: Any, n_concepts: int | None = None, layers: Sequence[int] = DEFAULT_LAYERS,
                        stimuli: str | Path | None = "frames", position: str = "last",
                        progress: bool = True) -> ConceptDictionary:
@@ -349,6 +357,40 @@ def curated_partition(dictionary: ConceptDictionary, task: str, undesirable_word
     if missing and not quiet:
         print(f"curated partition {task!r}: {len(missing)} word(s) not in the dictionary: {missing[:10]}")
     return dictionary.set_partition(task, present)
+
+
+def concept_scores(stimuli: Mapping[str, Sequence[str]],
+                   scorer: Callable[[list[str]], Sequence[float]]) -> dict[str, float]:
+    """The mean ``scorer`` value of each concept's stimuli (one call over all sentences): how undesirable a
+    text classifier finds the sentences that define the concept."""
+    names = [c for c, texts in stimuli.items() if texts]
+    texts = [t for c in names for t in stimuli[c]]
+    if not texts:
+        raise ValueError("No stimuli to score")
+    values = list(scorer(texts))
+    if len(values) != len(texts):
+        raise ValueError(f"The scorer returned {len(values)} values for {len(texts)} texts")
+    out, i = {}, 0
+    for c in names:
+        n = len(stimuli[c])
+        out[c] = float(sum(values[i:i + n]) / n)
+        i += n
+    return out
+
+
+def classifier_partition(dictionary: ConceptDictionary, task: str, scores: Mapping[str, float],
+                         threshold: float = 0.5) -> list[int]:
+    """Undesirable = the concepts whose stimuli a classifier scores above ``threshold`` on average
+    (``concept_scores``): a partition from measurement. The paper labels concepts with an LLM; an offline
+    classifier is the stand-in here. Concepts without a score are left benign, and said so."""
+    unscored = [c for c in dictionary.concepts if c not in scores and c != MEAN_ATOM]
+    if unscored:
+        print(f"classifier partition {task!r}: {len(unscored)} concept(s) have no score and stay benign: "
+              f"{unscored[:5]}")
+    chosen = [i for i, c in enumerate(dictionary.concepts) if scores.get(c, -math.inf) > threshold]
+    if not chosen:
+        raise ValueError(f"No concept scores above {threshold}; lower the threshold or check the scorer")
+    return dictionary.set_partition(task, chosen)
 
 
 @torch.no_grad()
