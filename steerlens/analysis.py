@@ -192,3 +192,80 @@ def removal_profile(model: Any, editor: Any, context: str, response: str = "") -
             sink |= norm > float(threshold)
     return RemovalProfile([model.tokenizer.decode([t]) for t in tokens[0].tolist()], list(editor.layers),
                           torch.stack(share), torch.stack(residual), n_ctx, sink)
+
+
+# -- pitfalls: does a hand-written hook behave the same cached and uncached, batched and alone? ----------------
+@dataclass
+class HookCheck:
+    """The result of ``check_hook``. ``ok`` is False when the hooked model generated differently with and
+    without the KV cache, or batched and alone, while the unhooked model did not; ``problems`` says what
+    differed (prompt, first differing new token); ``notes`` lists differences the unhooked model shows too
+    (numerical noise of the model itself, not the hook's fault)."""
+
+    ok: bool
+    problems: list[str]
+    notes: list[str]
+
+    def __str__(self) -> str:
+        head = "hook check: ok" if self.ok else "hook check: FAILED"
+        return "\n".join([head, *(f"  - {p}" for p in self.problems), *(f"  (note) {n}" for n in self.notes)])
+
+
+DEFAULT_CHECK_PROMPTS = ("The weather today is", "My favourite food is a bowl of hot", "Tell me why")
+
+
+def _first_difference(a: list[int], b: list[int]) -> int | None:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+@torch.no_grad()
+def check_hook(model: Any, fwd_hooks: Sequence[tuple[str | Callable, Callable]],
+               prompts: Sequence[str] = DEFAULT_CHECK_PROMPTS, max_new_tokens: int = 8) -> HookCheck:
+    """Run the ``[(hook_name, fn)]`` pairs that ``model.run_with_hooks`` takes through greedy generation four
+    ways and compare the new tokens: with and without the KV cache (a hook that indexes positions, or keeps
+    state across calls, sees one new token per call with the cache and the whole sequence without it), and
+    every prompt alone against all of them batched and left-padded (a hook that mixes rows or assumes no
+    padding). The same comparisons without the hooks tell the model's own noise from the hook's fault.
+
+    Example:
+        >>> check_hook(model, [("blocks.6.hook_resid_post", my_hook)]).ok
+    """
+    from .generation import generate_tokens
+
+    if len(prompts) < 2:
+        raise ValueError("check_hook needs at least two prompts (of different lengths, to exercise padding)")
+    if max_new_tokens < 2:
+        raise ValueError("max_new_tokens must be at least 2, so that cached decoding steps run")
+    names = set(getattr(model, "hook_dict", {}))
+    for name, _ in fwd_hooks:
+        if isinstance(name, str) and names and name not in names:
+            near = [n for n in names if n.split(".")[-1] == name.split(".")[-1]][:3]
+            raise ValueError(f"Unknown hook point {name!r}; e.g. {near or sorted(names)[:3]}")
+    no_stop: list[int] = []
+
+    def run(hooks: Sequence) -> dict[str, Any]:
+        with model.hooks(fwd_hooks=list(hooks)):
+            alone = [encode(model, [p]) for p in prompts]
+            cached = [generate_tokens(model, t, m, max_new_tokens, stop_token_ids=no_stop)[0] for t, m in alone]
+            uncached = [generate_tokens(model, t, m, max_new_tokens, use_cache=False, stop_token_ids=no_stop)[0]
+                        for t, m in alone]
+            t, m = encode(model, list(prompts))
+            batched = generate_tokens(model, t, m, max_new_tokens, stop_token_ids=no_stop)
+        return {"cached": cached, "uncached": uncached, "batched": batched}
+
+    hooked, plain = run(fwd_hooks), run([])
+    problems, notes = [], []
+    for label, other in (("without the KV cache", "uncached"), ("batched with the other prompts", "batched")):
+        for i, p in enumerate(prompts):
+            where = _first_difference(hooked["cached"][i], hooked[other][i])
+            if where is None:
+                continue
+            text = f"{p!r}: generation alone with the KV cache and {label} differ from new token {where}"
+            if _first_difference(plain["cached"][i], plain[other][i]) is None:
+                problems.append(text)
+            else:
+                notes.append(text + " (the unhooked model differs too)")
+    return HookCheck(not problems, problems, notes)

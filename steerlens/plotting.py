@@ -223,3 +223,29 @@ def value_gradient_table(rows: Sequence[dict[str, Any]]) -> Figure:
     ax.set_title("prediction vs direction")
     fig.tight_layout()
     return fig
+
+
+def removal_profile_plot(profile: Any, max_share: float | None = None) -> Figure:
+    """PaCE's ``analysis.removal_profile`` of one text: top, the undesirable share ``||D_U c_U|| / ||z||`` per
+    layer (rows) and token, the prompt's end marked by a dashed line; bottom, the residual share (outside the
+    dictionary's span, kept by PaCE), averaged over layers. Attention sinks are greyed out."""
+    share = profile.share.clone()
+    share[:, profile.sink] = float("nan")
+    tokens = list(profile.tokens)
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(max(8, 0.32 * len(tokens) + 2), 5.5), sharex=True,
+                                 gridspec_kw={"height_ratios": [3, 1]})
+    vmax = max_share if max_share is not None else float(torch.nan_to_num(share, nan=0.0).max()) or 1.0
+    im = ax.imshow(share.numpy(), aspect="auto", cmap="Reds", vmin=0, vmax=vmax, origin="lower")
+    ax.set_yticks(range(len(profile.layers)), [str(la) for la in profile.layers])
+    ax.set_ylabel("layer")
+    ax.set_title("undesirable share of ||z|| (what PaCE removes where it edits)")
+    fig.colorbar(im, ax=[ax, bx], shrink=0.8)
+    resid = profile.residual.mean(0).clone()
+    resid[profile.sink] = float("nan")
+    bx.bar(range(len(tokens)), resid.numpy(), color="grey")
+    bx.set_ylim(0, 1)
+    bx.set_ylabel("residual share")
+    for a in (ax, bx):
+        a.axvline(profile.prompt_len - 0.5, color="k", ls="--", lw=1)
+    bx.set_xticks(range(len(tokens)), tokens, rotation=70, fontsize=7)
+    return fig

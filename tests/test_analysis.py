@@ -97,3 +97,50 @@ class TestRemovalProfile:
             prof.region("answer")
         with pytest.raises(ValueError, match="PaCE editor"):
             removal_profile(tiny_chat, ActAdd.fit(tiny_chat, ["ab"], ["cd"], layers=[1], progress=False), "abc")
+
+
+class TestCheckHook:
+    """check_hook on three hand-written hooks whose behaviour is known by construction."""
+
+    HOOK = "blocks.1.hook_resid_post"
+
+    def _v(self, model):
+        return torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0)) * 20
+
+    def test_a_constant_shift_passes(self, tiny_chat):
+        from steerlens.analysis import check_hook
+
+        v = self._v(tiny_chat)
+        result = check_hook(tiny_chat, [(self.HOOK, lambda act, hook: act + v)])
+        assert result.ok and not result.problems, str(result)
+
+    def test_a_first_position_edit_fails_under_the_kv_cache(self, tiny_chat):
+        from steerlens.analysis import check_hook
+
+        v = self._v(tiny_chat)
+
+        def first_only(act, hook):  # uncached, position 0 is the prompt's first token; cached, each new token
+            act = act.clone()
+            act[:, 0] += v
+            return act
+        result = check_hook(tiny_chat, [(self.HOOK, first_only)])
+        assert not result.ok
+        assert any("without the KV cache" in p for p in result.problems), str(result)
+
+    def test_a_hook_that_mixes_rows_fails_batched(self, tiny_chat):
+        from steerlens.analysis import check_hook
+
+        def centre_batch(act, hook):  # alone, a row minus the batch mean is zero
+            return act - 3 * act.mean(0, keepdim=True)
+        result = check_hook(tiny_chat, [(self.HOOK, centre_batch)])
+        assert not result.ok
+        assert any("batched" in p for p in result.problems), str(result)
+        assert "FAILED" in str(result)
+
+    def test_bad_input_is_refused(self, tiny_chat):
+        from steerlens.analysis import check_hook
+
+        with pytest.raises(ValueError, match="Unknown hook point"):
+            check_hook(tiny_chat, [("blocks.1.hook_resid_pots", lambda a, h: a)])
+        with pytest.raises(ValueError, match="two prompts"):
+            check_hook(tiny_chat, [], prompts=["one"])

@@ -65,3 +65,16 @@ def test_value_gradient_plots_draw_the_cells_they_are_given():
     fig = plotting.value_gradient_table([{"family": "linear", "target": "mc", "val_corr": 0.3, "cosine": 0.6},
                                          {"family": "mlp", "target": "td", "val_corr": 0.4, "cosine": 0.1}])
     assert len(fig.axes[0].collections) == 2
+
+
+def test_removal_profile_plot_draws_the_cells_it_is_given():
+    from steerlens.analysis import RemovalProfile
+
+    share = torch.arange(12.0).reshape(2, 6) / 12
+    sink = torch.tensor([True, False, False, False, False, False])
+    prof = RemovalProfile([f"t{i}" for i in range(6)], [3, 5], share, torch.full((2, 6), 0.5), 4, sink)
+    fig = plotting.removal_profile_plot(prof)
+    drawn = fig.axes[0].images[0].get_array()
+    assert drawn.shape == (2, 6) and drawn.mask[:, 0].all()  # the sink is greyed out, not drawn
+    assert float(drawn[1, 5]) == float(share[1, 5])
+    assert len(fig.axes[1].patches) == 6
