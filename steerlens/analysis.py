@@ -14,7 +14,7 @@ them live in ``steerlens.plotting``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,3 +269,79 @@ def check_hook(model: Any, fwd_hooks: Sequence[tuple[str | Callable, Callable]],
             else:
                 notes.append(text + " (the unhooked model differs too)")
     return HookCheck(not problems, problems, notes)
+
+
+# -- one prompt, every edit ------------------------------------------------------------------------------------
+def kl_divergence(p_logits: Float[torch.Tensor, "... v"], q_logits: Float[torch.Tensor, "... v"]
+                  ) -> Float[torch.Tensor, "..."]:
+    """KL(p || q) in nats between the softmax distributions of two logit tensors, over the last axis."""
+    logp, logq = p_logits.float().log_softmax(-1), q_logits.float().log_softmax(-1)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
+def _row_of(hook_name: str, n_layers: int) -> int:
+    """The comparison row of a hook point: its block index, or ``n_layers`` (the final state) for the rest."""
+    parts = hook_name.split(".")
+    return int(parts[1]) if parts[0] == "blocks" and parts[1].isdigit() else n_layers
+
+
+@dataclass
+class EditComparison:
+    """Several editors on one text, teacher-forced (``compare_edits``).
+
+    ``sizes`` [editors, n_layers + 1, tokens]: ``||edit(z) - z|| / ||z||`` at each block's hook (rows
+    0..n_layers-1) and at the final state (last row; RE-Control edits there), 0 where an editor does not
+    edit; ``kl`` [editors, tokens]: KL(steered || unsteered) of the next-token distribution at each position;
+    ``lens``: per editor, ``{row: [top tokens of the mean edit vector read through the unembedding]}``.
+    """
+
+    names: list[str]
+    tokens: list[str]
+    sizes: torch.Tensor
+    kl: torch.Tensor
+    lens: dict[str, dict[int, list[str]]]
+
+
+@torch.no_grad()
+def compare_edits(model: Any, editors: Mapping[str, Any], text: str, top: int = 5) -> EditComparison:
+    """Run ``text`` once unsteered and once per editor with its hooks, each hook wrapped to record what it
+    changed (the edits compound layer to layer as in generation), and the next-token distributions.
+
+    The logit lens of an edit: the mean over tokens (attention sinks left out) of ``edit(z) - z`` at each
+    edited hook, multiplied by the unembedding ``W_U`` (no final norm: a direction, not a state), top tokens.
+    """
+    if not editors:
+        raise ValueError("compare_edits needs at least one editor, e.g. {'actadd': editor}")
+    tokens, mask = encode(model, [text])
+    n_layers = int(model.cfg.n_layers)
+    base = model(tokens, attention_mask=mask)[0]
+    labels = [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
+    sizes = torch.zeros(len(editors), n_layers + 1, tokens.shape[1])
+    kl = torch.zeros(len(editors), tokens.shape[1])
+    lens: dict[str, dict[int, list[str]]] = {}
+    W_U = model.W_U.float()
+    for e, (name, editor) in enumerate(editors.items()):
+        editor.model.check(model, f"editor {name!r}")
+        deltas: dict[int, torch.Tensor] = {}
+
+        def recording(hook_name: str, fn: Any, e: int = e, deltas: dict = deltas) -> Any:
+            def wrapped(act: torch.Tensor, hook: Any) -> torch.Tensor:
+                out = fn(act, hook)
+                out = act if out is None else out
+                row = _row_of(hook_name, n_layers)
+                delta = (out - act)[0].float()
+                sizes[e, row] = (delta.norm(dim=-1) / act[0].float().norm(dim=-1).clamp_min(1e-12)).cpu()
+                deltas[row] = delta.cpu()
+                return out
+            return wrapped
+
+        hooks = [(h, recording(h, fn)) for h, fn in editor.fwd_hooks()]
+        steered = model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=hooks)[0]
+        kl[e] = kl_divergence(steered, base).cpu()
+        lens[name] = {}
+        for row, delta in deltas.items():
+            moved = delta.norm(dim=-1) > 0
+            if bool(moved.any()):
+                logits = delta[moved].mean(0) @ W_U.cpu()
+                lens[name][row] = [model.tokenizer.decode([t]) for t in logits.topk(top).indices.tolist()]
+    return EditComparison(list(editors), labels, sizes, kl, lens)

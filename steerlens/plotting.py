@@ -249,3 +249,25 @@ def removal_profile_plot(profile: Any, max_share: float | None = None) -> Figure
         a.axvline(profile.prompt_len - 0.5, color="k", ls="--", lw=1)
     bx.set_xticks(range(len(tokens)), tokens, rotation=70, fontsize=7)
     return fig
+
+
+def edit_comparison_plot(cmp: Any, skip_first: bool = True) -> Figure:
+    """``analysis.compare_edits``: one heatmap per editor of the edit size per layer (rows; the top row is the
+    final state) and token, all on one colour scale so the methods compare at a glance; below, each
+    editor's KL(steered || unsteered) of the next-token distribution per token."""
+    sizes, kl, tokens = cmp.sizes, cmp.kl, list(cmp.tokens)
+    if skip_first:  # the attention sink: no method edits it
+        sizes, kl, tokens = sizes[..., 1:], kl[:, 1:], tokens[1:]
+    n = len(cmp.names)
+    fig, axes = plt.subplots(n + 1, 1, figsize=(max(8, 0.32 * len(tokens) + 2), 2.2 * n + 2.2), sharex=True)
+    vmax = float(sizes.max()) or 1.0
+    for ax, name, s in zip(axes[:-1], cmp.names, sizes, strict=True):
+        im = ax.imshow(s.numpy(), aspect="auto", cmap="magma", vmin=0, vmax=vmax, origin="lower")
+        ax.set_ylabel(f"{name}\nlayer")
+    fig.colorbar(im, ax=list(axes[:-1]), shrink=0.8, label="||edit|| / ||z||")
+    for name, k in zip(cmp.names, kl, strict=True):
+        axes[-1].plot(k.numpy(), marker=".", label=name)
+    axes[-1].set_ylabel("KL (nats)")
+    axes[-1].legend(fontsize=7, ncol=min(n, 5))
+    axes[-1].set_xticks(range(len(tokens)), tokens, rotation=70, fontsize=7)
+    return fig

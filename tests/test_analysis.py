@@ -144,3 +144,34 @@ class TestCheckHook:
             check_hook(tiny_chat, [("blocks.1.hook_resid_pots", lambda a, h: a)])
         with pytest.raises(ValueError, match="two prompts"):
             check_hook(tiny_chat, [], prompts=["one"])
+
+
+class TestCompareEdits:
+    def test_kl_of_known_distributions(self):
+        from steerlens.analysis import kl_divergence
+
+        p = torch.tensor([0.5, 0.5]).log()
+        q = torch.tensor([0.25, 0.75]).log()
+        expected = 0.5 * torch.log(torch.tensor(2.0)) + 0.5 * torch.log(torch.tensor(2 / 3))
+        torch.testing.assert_close(kl_divergence(p, q), expected)
+        torch.testing.assert_close(kl_divergence(p + 3.0, p), torch.tensor(0.0))  # logits, any offset
+
+    def test_sizes_kl_and_lens_on_known_edits(self, tiny_chat):
+        from steerlens.analysis import compare_edits
+        from steerlens.methods import ActAdd
+        from steerlens.methods.baselines import IdentityEditor
+
+        model = tiny_chat
+        act = ActAdd.fit(model, ["good day"], ["bad day"], layers=[1], alpha=1.0, progress=False)
+        token = 123  # make the added vector the unembedding column of one token: the lens must read it
+        act.tensors["vector.1"] = model.W_U[:, token].detach().clone() * 50
+        out = compare_edits(model, {"none": IdentityEditor.fit(model, [0, 2]), "actadd": act}, "one two three")
+        n = len(out.tokens)
+        assert out.sizes.shape == (2, model.cfg.n_layers + 1, n) and out.kl.shape == (2, n)
+        assert float(out.sizes[0].abs().max()) == 0.0 and float(out.kl[0].abs().max()) < 1e-6
+        assert bool((out.sizes[1, 1] > 0).all()) and float(out.sizes[1, [0, 2, 3]].abs().max()) == 0.0
+        assert bool((out.kl[1] > 0).all())
+        assert out.lens["actadd"][1][0] == model.tokenizer.decode([token])
+        assert out.lens["none"] == {}
+        with pytest.raises(ValueError, match="at least one editor"):
+            compare_edits(model, {}, "one")

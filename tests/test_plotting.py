@@ -78,3 +78,16 @@ def test_removal_profile_plot_draws_the_cells_it_is_given():
     assert drawn.shape == (2, 6) and drawn.mask[:, 0].all()  # the sink is greyed out, not drawn
     assert float(drawn[1, 5]) == float(share[1, 5])
     assert len(fig.axes[1].patches) == 6
+
+
+def test_edit_comparison_plot_shares_one_colour_scale():
+    from steerlens.analysis import EditComparison
+
+    sizes = torch.zeros(2, 4, 5)
+    sizes[0, 1] = 0.2
+    sizes[1, 3] = 0.6
+    cmp = EditComparison(["a", "b"], [f"t{i}" for i in range(5)], sizes, torch.rand(2, 5), {"a": {}, "b": {}})
+    fig = plotting.edit_comparison_plot(cmp)
+    limits = [fig.axes[i].images[0].get_clim() for i in (0, 1)]
+    assert limits[0] == limits[1] and abs(limits[0][1] - 0.6) < 1e-6 and limits[0][0] == 0.0
+    assert len(fig.axes[2].lines) == 2
