@@ -345,3 +345,51 @@ def compare_edits(model: Any, editors: Mapping[str, Any], text: str, top: int = 
                 logits = delta[moved].mean(0) @ W_U.cpu()
                 lens[name][row] = [model.tokenizer.decode([t]) for t in logits.topk(top).indices.tolist()]
     return EditComparison(list(editors), labels, sizes, kl, lens)
+
+
+# -- geometry across methods ------------------------------------------------------------------------------------
+def principal_angles(a: Float[torch.Tensor, "d p"], b: Float[torch.Tensor, "d q"]) -> Float[torch.Tensor, " r"]:
+    """Principal angles in degrees (ascending, ``r = min(rank a, rank b)``) between the column spans of ``a``
+    and ``b``: ``arccos`` of the singular values of ``Qa^T Qb`` for orthonormal bases ``Qa``, ``Qb``
+    (Björck and Golub 1973; scipy.linalg.subspace_angles returns the same, descending, in radians)."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
+        raise ValueError(f"Need two [d, k] matrices with the same d, got {tuple(a.shape)} and {tuple(b.shape)}")
+    def basis(m: torch.Tensor) -> torch.Tensor:  # float64 throughout: arccos is ill-conditioned near 0 degrees
+        u, s, _ = torch.linalg.svd(m.double(), full_matrices=False)
+        if not bool((s > 0).any()):
+            raise ValueError("A subspace is empty (all-zero columns)")
+        return u[:, : int((s > 1e-10 * s.max()).sum())]
+
+    s = torch.linalg.svdvals(basis(a).T @ basis(b)).clamp(-1.0, 1.0)
+    return torch.rad2deg(torch.arccos(s)).float()
+
+
+def edit_subspaces(editor: Any, layer: int) -> dict[str, Float[torch.Tensor, "d k"]]:
+    """The subspaces an editor works in at ``layer``, named ``"<method>: <part>"``: ActAdd's direction,
+    OrthoProj's removed direction, SEA's kept (positive) and removed (negative) bases, the span of PaCE's
+    undesirable atoms. Pass the results of several editors to ``subspace_overlaps``."""
+    if layer not in editor.layers:
+        raise ValueError(f"The {editor.method} editor has no layer {layer}; its layers are {editor.layers}")
+    t, m = editor.tensors, editor.method
+    if m == "actadd":
+        return {"actadd: direction": t[f"vector.{layer}"][:, None]}
+    if m == "orthoproj":
+        return {"orthoproj: removed": t[f"basis.{layer}"]}
+    if m == "sea":
+        return {"sea: kept (+)": t[f"u_pos.{layer}"], "sea: removed (-)": t[f"u_neg.{layer}"]}
+    if m == "pace":
+        return {"pace: undesirable atoms": t[f"atoms.{layer}"][:, t["undesirable"]]}
+    raise ValueError(f"No subspace is defined for the {m} editor; pass its directions to subspace_overlaps yourself")
+
+
+def subspace_overlaps(subspaces: Mapping[str, torch.Tensor]) -> tuple[list[str], torch.Tensor]:
+    """The smallest principal angle (degrees) between every pair of named subspaces: 0 means they share a
+    direction (e.g. SEA's kept and removed bases at a layer where its edit cancels), 90 that they are
+    orthogonal. Returns (names, [n, n] matrix)."""
+    names = list(subspaces)
+    out = torch.zeros(len(names), len(names))
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if j > i:
+                out[i, j] = out[j, i] = principal_angles(subspaces[a], subspaces[b])[0]
+    return names, out

@@ -175,3 +175,44 @@ class TestCompareEdits:
         assert out.lens["none"] == {}
         with pytest.raises(ValueError, match="at least one editor"):
             compare_edits(model, {}, "one")
+
+
+class TestGeometry:
+    def test_principal_angles_of_known_subspaces(self):
+        from steerlens.analysis import principal_angles
+
+        e = torch.eye(4)
+        a = e[:, :2]                                               # span(e1, e2)
+        b = torch.stack([e[:, 0], (e[:, 1] + e[:, 2]) / 2 ** 0.5], 1)  # span(e1, (e2 + e3)/sqrt 2)
+        torch.testing.assert_close(principal_angles(a, b), torch.tensor([0.0, 45.0]), atol=1e-3, rtol=0)
+        torch.testing.assert_close(principal_angles(a, e[:, 2:]), torch.tensor([90.0, 90.0]), atol=1e-3, rtol=0)
+        # scaling and extra dependent columns do not change a span
+        torch.testing.assert_close(principal_angles(a * 7, torch.cat([b, b.sum(1, keepdim=True)], 1)),
+                                   torch.tensor([0.0, 45.0]), atol=1e-3, rtol=0)
+
+    def test_matches_scipy(self):
+        from scipy.linalg import subspace_angles
+
+        from steerlens.analysis import principal_angles
+
+        g = torch.Generator().manual_seed(0)
+        a, b = torch.randn(10, 3, generator=g), torch.randn(10, 2, generator=g)
+        expected = torch.tensor(sorted(subspace_angles(a.double().numpy(), b.double().numpy()))).float()
+        torch.testing.assert_close(principal_angles(a, b), torch.rad2deg(expected), atol=1e-3, rtol=0)
+        with pytest.raises(ValueError, match="same d"):
+            principal_angles(a, torch.randn(9, 2))
+
+    def test_overlaps_catch_a_cancelling_sea_layer(self, tiny):
+        from steerlens.analysis import edit_subspaces, subspace_overlaps
+        from steerlens.editing import ModelSpec
+        from steerlens.methods.sea import SpectralEditor
+
+        d = tiny.cfg.d_model
+        u = torch.nn.functional.normalize(torch.randn(d, 1), dim=0)
+        t = {"u_pos.1": u, "u_neg.1": u.clone(), "phi_scale.1": torch.ones(d), "s_pos.1": torch.ones(1),
+             "s_neg.1": torch.ones(1)}
+        sea = SpectralEditor(model=ModelSpec.of(tiny), layers=[1], settings={"feature_map": "linear"}, tensors=t)
+        names, angles = subspace_overlaps(edit_subspaces(sea, 1))
+        assert names == ["sea: kept (+)", "sea: removed (-)"] and float(angles[0, 1]) < 0.1
+        with pytest.raises(ValueError, match="no layer 2"):
+            edit_subspaces(sea, 2)
