@@ -10,6 +10,14 @@ them live in ``steerlens.plotting``.
   output RMS-normalised like the final norm does, as ``recontrol.value_lens``).
 - ``reference_directions``: the unit mean difference of contrast pairs at the final state and at every
   layer's normalised residual stream: the reference for ``value_gradient``.
+- ``removal_profile``: for a PaCE editor and one prompt with its response, the undesirable concepts' share of
+  each activation and the residual share (outside the dictionary's span), per layer and token: is what
+  PaCE should remove in the prompt, in the response, or outside its dictionary?
+- ``compare_edits``: several editors on one text: edit size per layer and token, KL(steered || unsteered)
+  of the next-token distribution per token, and the logit lens of each edit.
+- ``principal_angles``, ``edit_subspaces``, ``subspace_overlaps``: do methods edit the same subspace?
+- ``check_hook``: any ``[(hook_name, fn)]`` pairs through generation with and without the KV cache, alone
+  and batched: the pitfalls that make a hand-written hook wrong only in generation.
 """
 
 from __future__ import annotations
