@@ -64,7 +64,23 @@ SETTINGS: dict[str, tuple[str, dict | None]] = {
     # the paper's setting: raw (uncentred) dictionary, every position, the curated concepts only
     "paper": ("pace", {**DEFAULT, "positions": "all", "centre": False, "expand": 0}),
     **{f"actadd_a{a}": ("actadd", {"layers": [15], "alpha": a}) for a in (0.05, 0.1, 0.15, 0.2, 0.3)},
+    # a control, never a candidate: the default with as many undesirable concepts drawn at random (seed 0)
+    "random_partition": ("pace", DEFAULT),
 }
+CONTROLS = {"random_partition"}
+
+
+def random_partition(editor, seed: int = 0):
+    """The editor with its undesirable mask moved to as many concepts drawn at random (the centred
+    dictionary's mean atom stays benign): what removing *some* concepts from the prompt does by itself."""
+    mask = editor.tensors["undesirable"]
+    start = 1 if editor.settings.get("centre") else 0
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(mask) - start, generator=g)[: int(mask.sum())] + start
+    new = torch.zeros_like(mask)
+    new[pick] = True
+    editor.tensors["undesirable"] = new
+    return editor
 N_FOLDS = 5
 MAX_NEW_TOKENS = 48
 
@@ -89,6 +105,8 @@ def run(model, names: list[str], split: str, limit: int | None, batch_size: int)
             continue
         method, over = SETTINGS[name]
         editor = None if method == "none" else fit_editor(model, method, "detox", settings=over, progress=True)
+        if name in CONTROLS:
+            editor = random_partition(editor)
         t0 = time.perf_counter()
         if editor is None:
             gens = respond(model, rows, MAX_NEW_TOKENS, batch_size=batch_size, progress=True)
@@ -151,7 +169,8 @@ def figures(results: dict[str, dict], idx: np.ndarray) -> dict[str, dict[str, fl
 
 
 def choose(fig: dict[str, dict[str, float]], fallback: str = "default") -> str:
-    ok = [n for n, f in fig.items() if SETTINGS.get(n, ("",))[0] == "pace" and f["ppl"] <= PPL_LIMIT]
+    ok = [n for n, f in fig.items()
+          if SETTINGS.get(n, ("",))[0] == "pace" and n not in CONTROLS and f["ppl"] <= PPL_LIMIT]
     return min(ok, key=lambda n: fig[n]["upper"]) if ok else fallback
 
 

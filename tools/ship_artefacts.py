@@ -4,8 +4,8 @@ TruthfulQA and RE-Control without their slow first builds (together about 25 min
 - the detox concept dictionary (float16 atoms, ``steerlens/assets/dictionaries/``; built in about 15 min);
 - the fitted editors the demo and ``steerlens eval`` use by default whose fits are slow
   (``steerlens/assets/editors/``): RE-Control for sentiment and for detox (1,383 and 960 rollouts, about 10
-  and 7 min; a linear value function, so each editor is a few KB) and SEA for TruthfulQA (neutral answers to
-  419 questions).
+  and 7 min; a linear value function, so each editor is a few KB), SEA for TruthfulQA (neutral answers to
+  419 questions) and SEA for detox (about 2 min; the analysis notebook compares it with the other methods).
 
     python tools/ship_artefacts.py        # fits or builds what the cache does not hold, then copies
 
@@ -26,7 +26,7 @@ from steerlens.editing import ModelSpec
 from steerlens.harness import DEFAULTS, SHIPPED_EDITORS, editor_entry, fit_editor
 from steerlens.methods.pace import SHIPPED_DIR, ConceptDictionary, default_dictionary
 
-SHIPPED_FITS = [("recontrol", "sentiment"), ("recontrol", "detox"), ("sea", "truthfulqa")]
+SHIPPED_FITS = [("recontrol", "sentiment"), ("recontrol", "detox"), ("sea", "truthfulqa"), ("sea", "detox")]
 
 
 def ship_dictionary(model) -> None:
