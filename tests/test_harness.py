@@ -186,3 +186,27 @@ def test_the_data_digest_covers_only_what_a_task_can_read(tmp_path, monkeypatch)
     assert harness._shipped_data_digest("detox") != before["detox"]
     (tmp_path / "pairs" / "a.jsonl").write_text('{"positive": "a", "negative": "b"}\n')  # read by every task
     assert harness._shipped_data_digest("sentiment") != before["sentiment"]
+
+
+@pytest.mark.integration
+def test_pace_partitions_from_the_classifier(model):
+    """partition=classifier marks exactly the concepts whose stimuli the classifier scores above 0.5 (the
+    shipped dictionary, expand 0); union holds the curated concepts and those."""
+    from steerlens.evaluation import offensive_prob
+    from steerlens.methods.pace import concept_scores, stimuli_texts, tagged_concepts
+
+    def undesirable(editor):
+        s = editor.settings
+        return {c for c, u in zip(s["concepts"], editor.tensors["undesirable"].tolist(), strict=True) if u}
+
+    scores = concept_scores(stimuli_texts("model"), offensive_prob)
+    expected = {c for c, v in scores.items() if v > 0.5}
+    clf = harness.fit_editor(model, "pace", "detox", settings={"partition": "classifier", "expand": 0},
+                             cache=False, progress=False)
+    assert undesirable(clf) == expected and 5 <= len(expected) < 200
+    union = harness.fit_editor(model, "pace", "detox", settings={"partition": "union", "expand": 0},
+                               cache=False, progress=False)
+    curated = set(tagged_concepts("toxicity")) & set(union.settings["concepts"])
+    assert undesirable(union) == expected | curated
+    with pytest.raises(ValueError, match="partition must be one of"):
+        harness.fit_editor(model, "pace", "detox", settings={"partition": "llm"}, cache=False, progress=False)
