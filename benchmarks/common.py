@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from steerlens.generation import encode, format_chat, generate_tokens
+from steerlens.stats import paired_interval  # noqa: F401  (the benchmarks import it from here)
 
 # Everyday chat prompts shared by the speed benchmarks.
 PROMPTS = ["Describe your typical Monday morning.", "What do you think about rainy weather?",
@@ -35,28 +36,6 @@ def tokens_per_second(model: Any, prompts: Sequence[str], contexts: dict[str, Ca
                 secs[name] += time.perf_counter() - t0
             counts[name] += sum(len(x) for x in out)
     return {k: counts[k] / secs[k] for k in contexts}
-
-
-def paired_interval(base: Sequence[float], steered: Sequence[float], statistic: str = "ratio",
-                    level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Bootstrap interval (scipy, BCa) of ``mean(steered) / mean(base)`` (``statistic="ratio"``) or
-    ``mean(steered) - mean(base)`` (``"difference"``), resampling prompts paired: a prompt's two scores
-    move together. Says how far 40 prompts pin a figure down."""
-    from scipy.stats import bootstrap
-
-    if len(base) != len(steered) or len(base) < 2:
-        raise ValueError("Need one steered score per base score, and at least two")
-    if statistic == "ratio":
-        def stat(b, s, axis=-1):
-            return s.mean(axis) / b.mean(axis)
-    elif statistic == "difference":
-        def stat(b, s, axis=-1):
-            return s.mean(axis) - b.mean(axis)
-    else:
-        raise ValueError(f"statistic must be 'ratio' or 'difference', not {statistic!r}")
-    res = bootstrap((list(base), list(steered)), stat, paired=True, vectorized=True, confidence_level=level,
-                    n_resamples=4000, rng=seed)
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def unsteered() -> AbstractContextManager:

@@ -1,4 +1,4 @@
-"""The ``steerlens`` command: ``demo`` (the main job), ``eval``, ``bench`` and ``dictionary``."""
+"""The ``steerlens`` command: ``demo`` (the main job), ``eval``, ``sweep``, ``bench`` and ``dictionary``."""
 
 from __future__ import annotations
 
@@ -80,6 +80,28 @@ def parse_settings(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .harness import check_method, check_task, load_items, settings_for
+    from .models import load_model
+    from .sweep import format_table, parse_sweep, run_sweep
+
+    check_method(args.method)
+    check_task(args.task)
+    rows = load_items(args.prompts, args.task)
+    if not rows:
+        raise ValueError(f"{args.prompts}: no prompts")
+    key, values = parse_sweep(args.sweep)
+    fixed = parse_settings(args.set)
+    for v in values:  # refuse unknown settings before loading the model
+        settings_for(args.method, args.task, None, {**fixed, key: v})
+    model = load_model(verbose=False)
+    result = run_sweep(model, args.method, args.task, rows[:args.limit], key, values, fixed,
+                       max_new_tokens=args.max_new_tokens, out=args.out)
+    print(format_table(result))
+    print(f"wrote {args.out}/sweep.json, table.md and frontier.png")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
@@ -107,6 +129,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "demo": ("Every method on the task it is meant for, unsteered beside steered, with how each edit worked",
              cmd_demo),
     "eval": ("Evaluate one method on one task: unsteered vs steered, same prompts, JSON + table", cmd_eval),
+    "sweep": ("Sweep one setting of one method: metric and perplexity per value, paired intervals, a frontier plot",
+              cmd_sweep),
     "bench": ("Every method x every task on the shipped evaluation sets: table, plots, JSON", cmd_bench),
     "dictionary": ("Build (or load from the cache) PaCE's concept dictionary and show its partitions",
                    cmd_dictionary),
@@ -134,6 +158,17 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override one of the method's settings for the task (repeatable), e.g. "
                             "--set positions=generated --set alpha=0.02; unknown keys are refused")
+    elif name == "sweep":
+        p.add_argument("--method", required=True, help=", ".join(METHODS))
+        p.add_argument("--task", required=True, help="detox or sentiment")
+        p.add_argument("--prompts", required=True, help="JSONL (prompt/prefix) to generate on")
+        p.add_argument("--sweep", required=True, metavar="KEY=V1,V2,...",
+                       help="the setting to sweep and its values, e.g. --sweep alpha=0.05,0.1,0.2 "
+                            "(list values in brackets: --sweep layers=[9],[15])")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a fixed setting (repeatable)")
+        p.add_argument("--limit", type=int, default=None, help="first N prompts only")
+        p.add_argument("--max-new-tokens", type=int, default=48)
+        p.add_argument("--out", default="sweep-results")
     elif name == "bench":
         p.add_argument("--out", default="bench-results")
         p.add_argument("--methods", default=",".join(METHODS))

@@ -271,3 +271,25 @@ def edit_comparison_plot(cmp: Any, skip_first: bool = True) -> Figure:
     axes[-1].legend(fontsize=7, ncol=min(n, 5))
     axes[-1].set_xticks(range(len(tokens)), tokens, rotation=70, fontsize=7)
     return fig
+
+
+def sweep_frontier(result: dict[str, Any]) -> Figure:
+    """``steerlens sweep``: the metric's change against the perplexity ratio for each swept value, with their
+    paired 95% bootstrap intervals; the unsteered model at (1, 0)."""
+    rows = result["rows"]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    x = [r["perplexity_ratio"] for r in rows]
+    y = [r["change"] for r in rows]
+    xerr = [[r["perplexity_ratio"] - r["perplexity_low"] for r in rows],
+            [r["perplexity_high"] - r["perplexity_ratio"] for r in rows]]
+    yerr = [[r["change"] - r["change_low"] for r in rows], [r["change_high"] - r["change"] for r in rows]]
+    ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o-", capsize=3)
+    for r in rows:
+        ax.annotate(f"{result['key']}={r['value']}", (r["perplexity_ratio"], r["change"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.scatter([1.0], [0.0], marker="x", color="k", label="unsteered")
+    ax.set_xlabel("perplexity ratio (steered / unsteered)")
+    ax.set_ylabel(f"change in {result['metric']}")
+    ax.set_title(f"{result['method']} on {result['task']} ({result['n']} prompts)")
+    ax.legend()
+    return fig

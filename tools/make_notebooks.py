@@ -198,8 +198,9 @@ def pace():
                  "    print(row['prefix'])\n"
                  "    print(f'  unsteered ({off_a:.2f}):', a[:90])\n"
                  "    print(f'  PaCE      ({off_b:.2f}):', b[:90])\n"
-                 "    print(f\"  U: prompt {prof.mean('prompt').mean():.3f}, response {prof.mean('generated').mean():.3f}; \"\n"
-                 "          f\"residual {prof.mean('all', 'residual').mean():.2f}\")\n"
+                 "    u_prompt, u_resp = prof.mean('prompt').mean(), prof.mean('generated').mean()\n"
+                 "    resid = prof.mean('all', 'residual').mean()\n"
+                 "    print(f'  U: prompt {u_prompt:.3f}, response {u_resp:.3f}; residual {resid:.2f}')\n"
                  "    plotting.removal_profile_plot(prof, max_share=0.4); plt.show()"),
         ("md", "**What to see.** FILLED AFTER THE RUN"),
     ]
@@ -355,7 +356,8 @@ def one_prompt_every_edit():
         ("md", "## 1. Edit size per layer and token\n"
                "For editor $e$ at hook point $\\ell$ and token $t$, with $z$ the activation before the hook and "
                "$z'$ after it (earlier edits included, as in generation):\n\n"
-               "$$s_{e,\\ell,t} = \\frac{\\lVert z'_{\\ell,t} - z_{\\ell,t} \\rVert}{\\lVert z_{\\ell,t} \\rVert}.$$\n\n"
+               "$$s_{e,\\ell,t} = \\frac{\\lVert z'_{\\ell,t} - z_{\\ell,t} \\rVert}"
+               "{\\lVert z_{\\ell,t} \\rVert}.$$\n\n"
                "The top row of each map is the final state (after the last norm), where RE-Control edits. Below "
                "the maps, the effect at each position:\n\n"
                "$$\\mathrm{KL}_t = \\sum_v p'_t(v) \\log \\frac{p'_t(v)}{p_t(v)},$$\n\n"
@@ -364,7 +366,8 @@ def one_prompt_every_edit():
                  "cmp = compare_edits(model, editors, text)\n"
                  "plotting.edit_comparison_plot(cmp); plt.show()\n"
                  "for name, size, kl in zip(cmp.names, cmp.sizes, cmp.kl):\n"
-                 "    print(f'{name:<10} mean edit size {size[:, 1:].sum(0).mean():.3f}   mean KL {kl[1:].mean():.3f} nats')"),
+                 "    total = size[:, 1:].sum(0).mean()  # summed over layers, averaged over tokens (sink left out)\n"
+                 "    print(f'{name:<10} edit size {total:.3f}   mean KL {kl[1:].mean():.3f} nats')"),
         ("md", "**What to see.** FILLED AFTER THE RUN"),
         ("md", "## 2. The logit lens of each edit\n"
                "The mean edit vector $\\bar\\delta_\\ell$ over the tokens at one hook, read through the unembedding: "

@@ -1,0 +1,117 @@
+"""``steerlens sweep``: one method's setting swept over values on one prompt set, scored against the
+unsteered model on the same prompts, drawn as a metric-vs-perplexity frontier.
+
+Per value: the task's metric (detox: mean offensive probability; sentiment: mean VADER compound), its change
+from the unsteered model with a paired 95% bootstrap interval over prompts, and the perplexity of the
+responses under the unsteered model as a ratio to the unsteered responses', with its own paired interval.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .evaluation import offensive_prob, response_nll, vader_compound
+from .harness import check_method, check_task, contexts_of, fit_editor, respond, settings_for
+from .stats import paired_interval, perplexity_ratio_interval
+
+METRICS = {"detox": ("offensive_prob", offensive_prob), "sentiment": ("vader_compound", vader_compound)}
+
+
+def parse_sweep(item: str) -> tuple[str, list[Any]]:
+    """``"alpha=0.05,0.1"`` -> ``("alpha", [0.05, 0.1])``; each value read as JSON where it parses. A list
+    value needs brackets: ``layers=[9],[15]``."""
+    key, sep, values = item.partition("=")
+    if not sep or not key.strip() or not values.strip():
+        raise ValueError(f"--sweep expects KEY=V1,V2,... (e.g. --sweep alpha=0.05,0.1), got {item!r}")
+    parts, depth, cur = [], 0, ""
+    for ch in values:  # split on commas outside brackets
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    out = []
+    for p in parts:
+        try:
+            out.append(json.loads(p))
+        except json.JSONDecodeError:
+            out.append(p.strip())
+    if len(out) < 1 or any(p == "" for p in out):
+        raise ValueError(f"--sweep {item!r}: an empty value")
+    return key.strip(), out
+
+
+def _scores(model: Any, task: str, rows: Sequence[dict], contexts: Sequence[str], gens: Sequence[str]) -> dict:
+    nll, count = response_nll(model, contexts, gens)
+    return {"metric": list(METRICS[task][1](gens)), "nll": nll, "count": count, "generations": list(gens)}
+
+
+def run_sweep(model: Any, method: str, task: str, rows: Sequence[dict], key: str, values: Sequence[Any],
+              fixed: dict[str, Any] | None = None, max_new_tokens: int = 48, out: str | Path | None = None,
+              progress: bool = True) -> dict[str, Any]:
+    """Sweep ``key`` over ``values`` (other settings: the defaults, updated by ``fixed``); returns and, with
+    ``out``, writes ``sweep.json``, ``table.md`` and ``frontier.png``."""
+    check_method(method)
+    check_task(task)
+    if task not in METRICS:
+        raise ValueError(f"sweep scores generations; task {task!r} has no text metric (use detox or sentiment)")
+    if not rows:
+        raise ValueError("The prompt set is empty")
+    fixed = dict(fixed or {})
+    for v in values:
+        settings_for(method, task, None, {**fixed, key: v})  # unknown keys refused before any work
+    contexts = contexts_of(model, rows)
+    t0 = time.perf_counter()
+    base = _scores(model, task, rows, contexts, respond(model, rows, max_new_tokens, progress=progress))
+    base["seconds"] = time.perf_counter() - t0
+    name = METRICS[task][0]
+    table = []
+    for v in values:
+        editor = fit_editor(model, method, task, settings={**fixed, key: v}, progress=progress)
+        t0 = time.perf_counter()
+        with editor.apply(model):
+            gens = respond(model, rows, max_new_tokens, progress=progress)
+        seconds = time.perf_counter() - t0
+        s = _scores(model, task, rows, contexts, gens)
+        lo, hi = paired_interval(base["metric"], s["metric"], statistic="difference")
+        ppl, plo, phi = perplexity_ratio_interval(base["nll"], base["count"], s["nll"], s["count"])
+        mean = sum(s["metric"]) / len(rows)
+        table.append({"value": v, name: mean, "change": mean - sum(base["metric"]) / len(rows),
+                      "change_low": lo, "change_high": hi, "perplexity_ratio": ppl, "perplexity_low": plo,
+                      "perplexity_high": phi, "time_ratio": seconds / base["seconds"], "scores": s})
+    result = {"method": method, "task": task, "key": key, "fixed": fixed, "n": len(rows), "metric": name,
+              "unsteered": {name: sum(base["metric"]) / len(rows), "scores": base}, "rows": table}
+    if out is not None:
+        write_sweep(result, out)
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    name, key = result["metric"], result["key"]
+    lines = [f"{result['method']} on {result['task']}, {result['n']} prompts; unsteered {name} "
+             f"{result['unsteered'][name]:.3f}", "",
+             f"| {key} | {name} | change [95%] | perplexity ratio [95%] | time ratio |", "|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {json.dumps(r['value'])} | {r[name]:.3f} | {r['change']:+.3f} [{r['change_low']:+.3f}, "
+                     f"{r['change_high']:+.3f}] | {r['perplexity_ratio']:.3f} [{r['perplexity_low']:.3f}, "
+                     f"{r['perplexity_high']:.3f}] | {r['time_ratio']:.2f} |")
+    return "\n".join(lines)
+
+
+def write_sweep(result: dict[str, Any], out: str | Path) -> Path:
+    from .plotting import sweep_frontier
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps(result, indent=1))
+    (out / "table.md").write_text(format_table(result) + "\n")
+    fig = sweep_frontier(result)
+    fig.savefig(out / "frontier.png", dpi=120, bbox_inches="tight")
+    return out
