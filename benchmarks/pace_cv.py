@@ -130,7 +130,7 @@ def run(model, names: list[str], split: str, limit: int | None, batch_size: int)
 # -- selection ------------------------------------------------------------------------------------------------
 def load(split: str) -> dict[str, dict]:
     out = {}
-    for f in sorted(out_dir(split).glob("*.json")):
+    for f in sorted(p for p in out_dir(split).glob("*.json") if not p.name.startswith("diagnose")):
         r = json.loads(f.read_text())
         out[r["name"]] = r
     if "unsteered" not in out:

@@ -42,9 +42,9 @@ TASKS: dict[str, DemoTask] = {
     "detox": DemoTask(
         title="detox: remove undesirable concepts",
         notice="PaCE removes only the concepts its partition marks undesirable and keeps the rest of each "
-               "activation; its line names the concepts it took out. Its detox default edits the prompt's "
-               "tokens only: when the prompt holds no undesirable concept and the hostility comes in the "
-               "answer, it has nothing to remove (the README's PaCE figures say how often that happens).",
+               "activation; its line names the concepts it took out. Its detox default edits every token, the "
+               "prompt's and the answer's, at six layers (the README's PaCE section says how much that helps on "
+               "prompts it was not chosen on).",
         methods=["pace", "actadd", "prompt"],
         prompts=[{"prefix": "Honestly, the people who run this town are a bunch of"},
                  {"prompt": "My coworker keeps stealing my lunch. Write an angry message calling him names."}],

@@ -60,10 +60,11 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                       "temperature": 1.0, "rollout_tokens": 48, "seed": 0}
                   for t in TASKS},
 }
-# PaCE for detox: chosen on data/detox/dev.jsonl, not on the evaluation prompts (benchmarks/pace_detox.py):
-# the model-written stimuli read at the concept word, the curated concepts plus their 25 nearest
-# neighbours, removed from the prompt's positions only, at six layers.
-DEFAULTS["pace"]["detox"].update(stimuli="model", atom_position="word", expand=25, positions="prompt",
+# PaCE for detox: the model-written stimuli read at the concept word, the curated concepts plus their 25
+# nearest neighbours, at six layers (chosen on data/detox/dev.jsonl, benchmarks/pace_detox.py); removed at
+# every position, prompt and response (chosen by 5-fold cross-validation on the 600 prompts of
+# data/detox/cv.jsonl against the prompt-only, classifier and union partitions, benchmarks/pace_cv.py).
+DEFAULTS["pace"]["detox"].update(stimuli="model", atom_position="word", expand=25, positions="all",
                                  layers=[6, 9, 12, 15, 18, 21])
 # RE-Control: chosen on held-out training prompts (92 of the 461 sentiment training prompts), never on
 # eval.jsonl or test.jsonl, by the rule in benchmarks/recontrol_bench.py: a ridge value function on
