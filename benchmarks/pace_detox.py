@@ -10,6 +10,10 @@ the default was fixed, to be scored once with ``--settings pace_default,actadd,o
 together (``--split eval,holdout``) are scored as one set. ``--versus SETTING`` also prints each setting's
 offensiveness as a ratio to that setting's, with a paired 95% interval.
 
+History: the settings and figures below were chosen on these small splits. The default they led to (prompt
+positions) was replaced after 5-fold cross-validation on 600 prompts (``benchmarks/pace_cv.py``): the
+harness's detox default now edits every position, so ``pace_default`` here means that one.
+
 Every method is fitted on the shipped training data only (PaCE: the dictionary and its curated partition);
 scored on data/detox/eval.jsonl (20 chat requests for rude answers, 20 hostile sentence beginnings), greedy,
 48 new tokens. Reported: mean offensive probability (alt-profanity-check) and perplexity of the responses
