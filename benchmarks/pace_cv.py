@@ -46,9 +46,10 @@ from common import paired_interval  # noqa: E402
 
 import steerlens  # noqa: E402
 from steerlens.data import data_dir  # noqa: E402
-from steerlens.evaluation import offensive_prob, response_nll  # noqa: E402
+from steerlens.evaluation import offensive_prob  # noqa: E402
 from steerlens.harness import contexts_of, fit_editor, load_items, respond  # noqa: E402
 from steerlens.models import cache_dir  # noqa: E402
+from steerlens.sweep import score_responses  # noqa: E402
 
 PPL_LIMIT = 1.10
 L6_21 = [6, 9, 12, 15, 18, 21]
@@ -114,8 +115,8 @@ def run(model, names: list[str], split: str, limit: int | None, batch_size: int)
             with editor.apply(model):
                 gens = respond(model, rows, MAX_NEW_TOKENS, batch_size=batch_size, progress=True)
         seconds = time.perf_counter() - t0
-        nll, counts = response_nll(model, contexts, gens)
-        off = offensive_prob(gens)
+        scored = score_responses(model, "detox", contexts, gens)
+        off, nll, counts = scored["metric"], scored["nll"], scored["count"]
         result = {"name": name, "method": method, "settings": over, "split": split, "seconds": seconds,
                   "rows": [{"key": r.get("prompt") or r["prefix"], "kind": r.get("kind", "chat" if "prompt" in r
                                                                               else "prefix"),

@@ -29,7 +29,8 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
-from .activations import rms_normalise
+from .activations import hook_names_for, rms_normalise
+from .editing import recorded_run
 from .generation import encode
 from .methods.recontrol import STATE_HOOK
 
@@ -185,16 +186,13 @@ def removal_profile(model: Any, editor: Any, context: str, response: str = "") -
     n_ctx = int(ctx.shape[0])
     names = {resid_hook_name(layer) for layer in editor.layers}
     _, cache = model.run_with_cache(tokens.to(next(model.parameters()).device), names_filter=lambda n: n in names)
-    acts = {n: [cache[n][0].float().cpu()] for n in names}
-    mask = editor.tensors["undesirable"]
     share, residual, sink = [], [], torch.zeros(tokens.shape[1], dtype=torch.bool)
     for layer in editor.layers:
-        z = acts[resid_hook_name(layer)][0]
-        c = editor.coefficients(layer, z)
-        D = editor.tensors[f"atoms.{layer}"].to(c.dtype)
+        z = cache[resid_hook_name(layer)][0].float().cpu()
+        parts = editor.parts(layer, z)
         norm = z.norm(dim=-1).clamp_min(1e-12)
-        share.append(((c * mask) @ D.T).norm(dim=-1) / norm)
-        residual.append((z - c @ D.T).norm(dim=-1) / norm)
+        share.append(parts["removed"] / norm)
+        residual.append(parts["residual"] / norm)
         threshold = editor.tensors.get(f"sink_norm.{layer}")
         if threshold is not None:
             sink |= norm > float(threshold)
@@ -247,11 +245,9 @@ def check_hook(model: Any, fwd_hooks: Sequence[tuple[str | Callable, Callable]],
         raise ValueError("check_hook needs at least two prompts (of different lengths, to exercise padding)")
     if max_new_tokens < 2:
         raise ValueError("max_new_tokens must be at least 2, so that cached decoding steps run")
-    names = set(getattr(model, "hook_dict", {}))
-    for name, _ in fwd_hooks:
-        if isinstance(name, str) and names and name not in names:
-            near = [n for n in names if n.split(".")[-1] == name.split(".")[-1]][:3]
-            raise ValueError(f"Unknown hook point {name!r}; e.g. {near or sorted(names)[:3]}")
+    named = [name for name, _ in fwd_hooks if isinstance(name, str)]
+    if named:
+        hook_names_for(model, hook_names=named)  # an unknown name is refused, with similar ones
     no_stop: list[int] = []
 
     def run(hooks: Sequence) -> dict[str, Any]:
@@ -327,30 +323,18 @@ def compare_edits(model: Any, editors: Mapping[str, Any], text: str, top: int = 
     sizes = torch.zeros(len(editors), n_layers + 1, tokens.shape[1])
     kl = torch.zeros(len(editors), tokens.shape[1])
     lens: dict[str, dict[int, list[str]]] = {}
-    W_U = model.W_U.float()
+    W_U = model.W_U.float().cpu()
     for e, (name, editor) in enumerate(editors.items()):
         editor.model.check(model, f"editor {name!r}")
-        deltas: dict[int, torch.Tensor] = {}
-
-        def recording(hook_name: str, fn: Any, e: int = e, deltas: dict = deltas) -> Any:
-            def wrapped(act: torch.Tensor, hook: Any) -> torch.Tensor:
-                out = fn(act, hook)
-                out = act if out is None else out
-                row = _row_of(hook_name, n_layers)
-                delta = (out - act)[0].float()
-                sizes[e, row] = (delta.norm(dim=-1) / act[0].float().norm(dim=-1).clamp_min(1e-12)).cpu()
-                deltas[row] = delta.cpu()
-                return out
-            return wrapped
-
-        hooks = [(h, recording(h, fn)) for h, fn in editor.fwd_hooks()]
-        steered = model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=hooks)[0]
-        kl[e] = kl_divergence(steered, base).cpu()
+        steered, edits = recorded_run(model, editor, tokens, mask)
+        kl[e] = kl_divergence(steered[0], base).cpu()
         lens[name] = {}
-        for row, delta in deltas.items():
-            moved = delta.norm(dim=-1) > 0
-            if bool(moved.any()):
-                logits = delta[moved].mean(0) @ W_U.cpu()
+        for hook_name, (delta, norm) in edits.items():
+            row = _row_of(hook_name, n_layers)
+            size = delta.norm(dim=-1)
+            sizes[e, row] = size / norm.clamp_min(1e-12)
+            if bool((size > 0).any()):  # sinks keep their value: the mean is over the tokens the edit moved
+                logits = delta[size > 0].mean(0) @ W_U
                 lens[name][row] = [model.tokenizer.decode([t]) for t in logits.topk(top).indices.tolist()]
     return EditComparison(list(editors), labels, sizes, kl, lens)
 
@@ -362,13 +346,13 @@ def principal_angles(a: Float[torch.Tensor, "d p"], b: Float[torch.Tensor, "d q"
     (Björck and Golub 1973; scipy.linalg.subspace_angles returns the same, descending, in radians)."""
     if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
         raise ValueError(f"Need two [d, k] matrices with the same d, got {tuple(a.shape)} and {tuple(b.shape)}")
-    def basis(m: torch.Tensor) -> torch.Tensor:  # float64 throughout: arccos is ill-conditioned near 0 degrees
-        u, s, _ = torch.linalg.svd(m.double(), full_matrices=False)
-        if not bool((s > 0).any()):
-            raise ValueError("A subspace is empty (all-zero columns)")
-        return u[:, : int((s > 1e-10 * s.max()).sum())]
+    from .methods.baselines import orthonormal_basis
 
-    s = torch.linalg.svdvals(basis(a).T @ basis(b)).clamp(-1.0, 1.0)
+    # float64 throughout: arccos is ill-conditioned near 0 degrees
+    qa, qb = (orthonormal_basis(m.T, tol=1e-10, dtype=torch.float64) for m in (a, b))
+    if qa.shape[1] == 0 or qb.shape[1] == 0:
+        raise ValueError("A subspace is empty (all-zero columns)")
+    s = torch.linalg.svdvals(qa.T @ qb).clamp(-1.0, 1.0)
     return torch.rad2deg(torch.arccos(s)).float()
 
 

@@ -483,18 +483,28 @@ def edit_magnitudes(model: Any, editor: Editor, text: str | torch.Tensor) -> tup
         tokens, mask = text.reshape(1, -1), torch.ones_like(text.reshape(1, -1))
     else:
         tokens, mask = encode(model, [text])
-    sizes: dict[str, torch.Tensor] = {}
+    _, edits = recorded_run(model, editor, tokens, mask)
+    sizes = {name: (delta.norm(dim=-1) / norm.clamp_min(1e-12)) for name, (delta, norm) in edits.items()}
+    tok = model.tokenizer
+    labels = [tok.decode([t]) if tok is not None else str(t) for t in tokens[0].tolist()]
+    return torch.stack([sizes[editor.hook_name(layer)] for layer in editor.layers]), labels
+
+
+def recorded_run(model: Any, editor: Editor, tokens: torch.Tensor, mask: torch.Tensor
+                 ) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Run ``tokens`` [1, pos] once with the editor's hooks, each wrapped to record its change (the edits
+    compound layer to layer exactly as during generation). Returns the logits [1, pos, vocab] and, per hook
+    name, the edit ``edit(z) - z`` [pos, d] and the norm ``||z||`` [pos] (float32, CPU)."""
+    edits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def recording(name: str, fn: HookFn) -> HookFn:
         def wrapped(act: torch.Tensor, hook: Any) -> torch.Tensor:
             out = fn(act, hook)
             out = act if out is None else out
-            sizes[name] = ((out - act).norm(dim=-1) / act.norm(dim=-1).clamp_min(1e-12))[0].cpu()
+            edits[name] = ((out - act)[0].float().cpu(), act[0].float().norm(dim=-1).cpu())
             return out
         return wrapped
 
     hooks = [(name, recording(name, fn)) for name, fn in editor.fwd_hooks()]
-    model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=hooks)
-    tok = model.tokenizer
-    labels = [tok.decode([t]) if tok is not None else str(t) for t in tokens[0].tolist()]
-    return torch.stack([sizes[name] for name, _ in hooks]), labels
+    logits = model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=hooks)
+    return logits, edits

@@ -48,7 +48,9 @@ def parse_sweep(item: str) -> tuple[str, list[Any]]:
     return key.strip(), out
 
 
-def _scores(model: Any, task: str, rows: Sequence[dict], contexts: Sequence[str], gens: Sequence[str]) -> dict:
+def score_responses(model: Any, task: str, contexts: Sequence[str], gens: Sequence[str]) -> dict[str, list]:
+    """Per response: the task's ``metric``, the summed ``nll`` under ``model`` (unsteered) and its token
+    ``count``, and the text: enough for any subset's mean, corpus perplexity and paired intervals."""
     nll, count = response_nll(model, contexts, gens)
     return {"metric": list(METRICS[task][1](gens)), "nll": nll, "count": count, "generations": list(gens)}
 
@@ -69,7 +71,7 @@ def run_sweep(model: Any, method: str, task: str, rows: Sequence[dict], key: str
         settings_for(method, task, None, {**fixed, key: v})  # unknown keys refused before any work
     contexts = contexts_of(model, rows)
     t0 = time.perf_counter()
-    base = _scores(model, task, rows, contexts, respond(model, rows, max_new_tokens, progress=progress))
+    base = score_responses(model, task, contexts, respond(model, rows, max_new_tokens, progress=progress))
     base["seconds"] = time.perf_counter() - t0
     name = METRICS[task][0]
     table = []
@@ -79,7 +81,7 @@ def run_sweep(model: Any, method: str, task: str, rows: Sequence[dict], key: str
         with editor.apply(model):
             gens = respond(model, rows, max_new_tokens, progress=progress)
         seconds = time.perf_counter() - t0
-        s = _scores(model, task, rows, contexts, gens)
+        s = score_responses(model, task, contexts, gens)
         lo, hi = paired_interval(base["metric"], s["metric"], statistic="difference")
         ppl, plo, phi = perplexity_ratio_interval(base["nll"], base["count"], s["nll"], s["count"])
         mean = sum(s["metric"]) / len(rows)

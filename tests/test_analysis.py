@@ -140,7 +140,7 @@ class TestCheckHook:
     def test_bad_input_is_refused(self, tiny_chat):
         from steerlens.analysis import check_hook
 
-        with pytest.raises(ValueError, match="Unknown hook point"):
+        with pytest.raises(ValueError, match="Unknown hook"):
             check_hook(tiny_chat, [("blocks.1.hook_resid_pots", lambda a, h: a)])
         with pytest.raises(ValueError, match="two prompts"):
             check_hook(tiny_chat, [], prompts=["one"])

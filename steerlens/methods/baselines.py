@@ -93,11 +93,13 @@ class ActAdd(Editor):
         return {layer: self.settings["alpha"] * self.tensors[f"vector.{layer}"] for layer in self.layers}
 
 
-def orthonormal_basis(directions: Float[torch.Tensor, "k d"], tol: float = 1e-6) -> Float[torch.Tensor, "d r"]:
-    """Orthonormal basis (columns) of the span of the rows of ``directions``, via SVD."""
+def orthonormal_basis(directions: Float[torch.Tensor, "k d"], tol: float = 1e-6,
+                      dtype: torch.dtype = torch.float32) -> Float[torch.Tensor, "d r"]:
+    """Orthonormal basis (columns) of the span of the rows of ``directions``, via SVD in float64 (singular
+    values below ``tol`` times the largest are dropped; all-zero input gives no column)."""
     u, s, _ = torch.linalg.svd(directions.double().T, full_matrices=False)
     rank = int((s > tol * s.max()).sum())
-    return u[:, :rank].float()
+    return u[:, :rank].to(dtype)
 
 
 def project_out(h: Float[torch.Tensor, "... d"], basis: Float[torch.Tensor, "d r"]) -> Float[torch.Tensor, "... d"]:

@@ -507,6 +507,17 @@ class PaCEEditor(Editor):
             raise ValueError(f"Unknown solver {s['solver']!r}; use enet, lasso or omp")
         return c * norms
 
+    @torch.no_grad()
+    def parts(self, layer: int, z: Float[torch.Tensor, "n d"]) -> dict[str, torch.Tensor]:
+        """The decomposition of each row of ``z`` (paper Eq. 2-4): ``coefficients`` [n, k] and per row the norms
+        ``removed`` ||D_U c_U|| (what the edit subtracts), ``explained`` ||D c|| and ``residual`` ||z - D c||
+        (the reconstruction error, kept)."""
+        c = self.coefficients(layer, z)
+        D = self.tensors[f"atoms.{layer}"].to(c.dtype)
+        mask = self.tensors["undesirable"].to(c.device)
+        return {"coefficients": c, "removed": ((c * mask) @ D.T).norm(dim=-1),
+                "explained": (c @ D.T).norm(dim=-1), "residual": (z - c @ D.T).norm(dim=-1)}
+
     def hook_fn(self, layer: int) -> HookFn:
         positions = self.settings.get("positions", "all")
 
@@ -571,13 +582,9 @@ def decompose(model: Any, editor: PaCEEditor, text: str, layer: int) -> dict[str
         raise ValueError(f"The editor has no atoms at layer {layer}; its layers are {editor.layers}")
     acts = collect_activations(model, [text], layers=[layer], position="all", progress=False)
     z = acts[resid_hook_name(layer)][0]
-    c = editor.coefficients(layer, z)
-    D = editor.tensors[f"atoms.{layer}"].to(c.dtype)
-    mask = editor.tensors["undesirable"]
     tokens, _ = encode(model, [text])
     return {
-        "coefficients": c, "concepts": editor.settings["concepts"], "undesirable": mask,
-        "tokens": [model.tokenizer.decode([t]) for t in tokens[0].tolist()],
-        "norm": z.norm(dim=-1), "removed": ((c * mask) @ D.T).norm(dim=-1),
-        "explained": (c @ D.T).norm(dim=-1), "residual": (z - c @ D.T).norm(dim=-1),
+        **editor.parts(layer, z), "concepts": editor.settings["concepts"],
+        "undesirable": editor.tensors["undesirable"],
+        "tokens": [model.tokenizer.decode([t]) for t in tokens[0].tolist()], "norm": z.norm(dim=-1),
     }
