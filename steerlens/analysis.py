@@ -16,6 +16,8 @@ them live in ``steerlens.plotting``.
 - ``compare_edits``: several editors on one text: edit size per layer and token, KL(steered || unsteered)
   of the next-token distribution per token, and the logit lens of each edit.
 - ``principal_angles``, ``edit_subspaces``, ``subspace_overlaps``: do methods edit the same subspace?
+- ``divergence_trace``: steered and unsteered greedy decoding in lockstep: the first token where they part,
+  how close the call was there, and at every generated token the KL and what the edit did.
 - ``check_hook``: any ``[(hook_name, fn)]`` pairs through generation with and without the KV cache, alone
   and batched: the pitfalls that make a hand-written hook wrong only in generation.
 """
@@ -30,8 +32,8 @@ import torch
 from jaxtyping import Float
 
 from .activations import hook_names_for, rms_normalise
-from .editing import recorded_run
-from .generation import encode
+from .editing import prompt_span, recorded_run
+from .generation import encode, format_chat, generate_tokens
 from .methods.recontrol import STATE_HOOK
 
 
@@ -220,7 +222,9 @@ class HookCheck:
 DEFAULT_CHECK_PROMPTS = ("The weather today is", "My favourite food is a bowl of hot", "Tell me why")
 
 
-def _first_difference(a: list[int], b: list[int]) -> int | None:
+def first_divergence(a: Sequence[int], b: Sequence[int]) -> int | None:
+    """The first index where two token streams differ (one ending early counts: the shorter one's length), or
+    None when they are equal."""
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return i
@@ -264,11 +268,11 @@ def check_hook(model: Any, fwd_hooks: Sequence[tuple[str | Callable, Callable]],
     problems, notes = [], []
     for label, other in (("without the KV cache", "uncached"), ("batched with the other prompts", "batched")):
         for i, p in enumerate(prompts):
-            where = _first_difference(hooked["cached"][i], hooked[other][i])
+            where = first_divergence(hooked["cached"][i], hooked[other][i])
             if where is None:
                 continue
             text = f"{p!r}: generation alone with the KV cache and {label} differ from new token {where}"
-            if _first_difference(plain["cached"][i], plain[other][i]) is None:
+            if first_divergence(plain["cached"][i], plain[other][i]) is None:
                 problems.append(text)
             else:
                 notes.append(text + " (the unhooked model differs too)")
@@ -385,3 +389,90 @@ def subspace_overlaps(subspaces: Mapping[str, torch.Tensor]) -> tuple[list[str],
             if j > i:
                 out[i, j] = out[j, i] = principal_angles(subspaces[a], subspaces[b])[0]
     return names, out
+
+
+# -- divergence trace: where does the steered text part from the unsteered one, and why? ------------------------
+@dataclass
+class DivergenceTrace:
+    """The result of ``divergence_trace``. Per steered token ``i`` (``steered[i]``): ``kl[i]`` =
+    KL(steered || unsteered) of the next-token distribution at the position that produced it, ``sizes[:, i]``
+    = ``||edit(z) - z|| / ||z||`` there at each hook in ``hooks``, ``notes[i]`` = the editor's own words
+    (``Editor.describe_step``). ``first``: the index of the first token where the greedy steered and
+    unsteered continuations differ (None: never). ``gap_unsteered``: at that step, the unsteered logit of its
+    own token minus that of the steered token (>= 0: how close the call was), ``gap_steered`` the same from
+    the steered side. Shown as coloured tokens in a notebook (``_repr_html_``)."""
+
+    prompt: str
+    unsteered: list[str]
+    steered: list[str]
+    first: int | None
+    gap_unsteered: float | None
+    gap_steered: float | None
+    kl: torch.Tensor
+    sizes: torch.Tensor
+    hooks: list[str]
+    notes: list[str]
+
+    def _repr_html_(self) -> str:
+        from .plotting import divergence_html
+
+        return divergence_html(self)
+
+
+@torch.no_grad()
+def divergence_trace(model: Any, editor: Any, prompt: str, max_new_tokens: int = 24, chat: bool = True,
+                     strength: float = 1.0) -> DivergenceTrace:
+    """Decode ``prompt`` greedily with and without ``editor`` in lockstep: at each step of the steered run,
+    one forward pass with the hooks (each wrapped to record the state it got and what it returned at the
+    last position) and one without, on the same prefix. That gives the KL between the two next-token
+    distributions at every steered token and, where the continuations first differ, the logit gap of the
+    choice. A plain unsteered greedy run gives the unsteered continuation to compare with.
+
+    Uncached (each step runs the whole prefix), so it is meant for one prompt and a few dozen tokens.
+    """
+    editor.model.check(model, f"{editor.method} editor")
+    text = format_chat(model.tokenizer, prompt) if chat else prompt
+    tokens, mask = encode(model, [text])
+    eos = getattr(model.tokenizer, "eos_token_id", None)
+    stop = [] if eos is None else [eos]
+    plain_ids = generate_tokens(model, tokens, mask, max_new_tokens, use_cache=False, stop_token_ids=stop)[0]
+
+    states: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def recording(name: str, fn: Callable) -> Callable:
+        def wrapped(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            out = fn(act, hook)
+            out = act if out is None else out
+            states[name] = (act[0, -1].detach().clone(), out[0, -1].detach().clone())
+            return out
+        return wrapped
+
+    hooks = [(name, recording(name, fn)) for name, fn in editor.fwd_hooks(strength)]
+    names = list(dict.fromkeys(name for name, _ in hooks))
+    ids = tokens.to(next(model.parameters()).device)
+    steered_ids: list[int] = []
+    kls, sizes, notes = [], [], []
+    gaps: tuple[float, float] | tuple[None, None] = (None, None)
+    with prompt_span(tokens.shape[1]):
+        for step in range(max_new_tokens):
+            base = model(ids)[0, -1].float()
+            states.clear()
+            logits = model.run_with_hooks(ids, fwd_hooks=hooks)[0, -1].float()
+            nxt = int(logits.argmax())
+            if gaps[0] is None and (step >= len(plain_ids) or plain_ids[step] != nxt):
+                other = plain_ids[step] if step < len(plain_ids) else eos
+                if other is not None:
+                    gaps = (float(base[other] - base[nxt]), float(logits[nxt] - logits[other]))
+            if nxt in stop:
+                break
+            kls.append(float(kl_divergence(logits, base)))
+            sizes.append([float((states[n][1].float() - states[n][0].float()).norm()
+                                / states[n][0].float().norm().clamp_min(1e-12)) if n in states else 0.0
+                          for n in names])
+            notes.append(editor.describe_step(dict(states)))
+            steered_ids.append(nxt)
+            ids = torch.cat([ids, ids.new_tensor([[nxt]])], dim=1)
+    decode = model.tokenizer.decode
+    return DivergenceTrace(prompt, [decode([t]) for t in plain_ids], [decode([t]) for t in steered_ids],
+                           first_divergence(plain_ids, steered_ids), gaps[0], gaps[1], torch.tensor(kls),
+                           torch.tensor(sizes).reshape(len(kls), len(names)).T, names, notes)

@@ -96,7 +96,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         settings_for(args.method, args.task, None, {**fixed, key: v})
     model = load_model(verbose=False)
     result = run_sweep(model, args.method, args.task, rows[:args.limit], key, values, fixed,
-                       max_new_tokens=args.max_new_tokens, out=args.out)
+                       max_new_tokens=args.max_new_tokens, out=args.out, control=args.control)
     print(format_table(result))
     print(f"wrote {args.out}/sweep.json, table.md and frontier.png")
     return 0
@@ -169,6 +169,9 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--limit", type=int, default=None, help="first N prompts only")
         p.add_argument("--max-new-tokens", type=int, default=48)
         p.add_argument("--out", default="sweep-results")
+        p.add_argument("--control", action="store_true",
+                       help="also run, for each value, an edit of the same size per layer and token in a fixed "
+                            "random direction (the equal-norm control); doubles the generation time")
     elif name == "bench":
         p.add_argument("--out", default="bench-results")
         p.add_argument("--methods", default=",".join(METHODS))

@@ -219,6 +219,12 @@ class Editor:
         sizes = self.answer_edit_sizes(model, context, answer)
         return f"moves the answer's activations by {100 * sizes.mean():.1f}% of their norm{self._layer_text()}"
 
+    def describe_step(self, states: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> str:
+        """A few words on what the edit did at one token, from ``{hook_name: (before [d], after [d])}`` at the
+        position that produced it (``analysis.divergence_trace``'s per-token note). The edit's size is shown
+        apart; methods override this to add what is specific to them (PaCE's concepts, RE-Control's V)."""
+        return ""
+
     def answer_edit_sizes(self, model: Any, context: str, answer: str) -> torch.Tensor:
         """``[layers, answer tokens]`` relative edit sizes on ``context + answer`` (see ``edit_magnitudes``)."""
         from .generation import encode
@@ -501,10 +507,56 @@ def recorded_run(model: Any, editor: Editor, tokens: torch.Tensor, mask: torch.T
         def wrapped(act: torch.Tensor, hook: Any) -> torch.Tensor:
             out = fn(act, hook)
             out = act if out is None else out
-            edits[name] = ((out - act)[0].float().cpu(), act[0].float().norm(dim=-1).cpu())
+            edits[name] = ((out - act)[0].detach().float().cpu(), act[0].detach().float().norm(dim=-1).cpu())
             return out
         return wrapped
 
     hooks = [(name, recording(name, fn)) for name, fn in editor.fwd_hooks()]
     logits = model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=hooks)
     return logits, edits
+
+
+class RandomDirectionControl(Editor):
+    """A control edit of equal size in a random direction: wherever ``base`` changes an activation by
+    ``delta`` (per token), this adds ``||delta|| * r`` instead, ``r`` a fixed random unit vector per hook
+    (seeded). Same layers, same positions, same norm per token, no learned direction: what an effect left
+    over after this control owes to the base editor's *direction*, not to perturbing the model by that much.
+
+    Not saved (it wraps a live editor); build it again from the base editor and the seed.
+    """
+
+    method = "random-direction"
+
+    def __init__(self, base: Editor, seed: int = 0):
+        super().__init__(model=base.model, layers=list(base.layers),
+                         settings={"of": base.method, "seed": int(seed)}, tensors={})
+        self.base = base
+
+    def directions(self, names: list[str], d_model: int) -> dict[str, torch.Tensor]:
+        """The unit vector per hook name (the same for the same seed and names)."""
+        g = torch.Generator().manual_seed(int(self.settings["seed"]))
+        out = {}
+        for name in names:
+            r = torch.randn(d_model, generator=g, dtype=torch.float64)
+            out[name] = (r / r.norm()).float()
+        return out
+
+    def fwd_hooks(self, strength: float = 1.0) -> FwdHooks:
+        pairs = self.base.fwd_hooks(strength)
+        units = self.directions([name for name, _ in pairs], self.model.d_model)
+
+        def swapped(name: str, fn: HookFn) -> HookFn:
+            def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
+                out = fn(act, hook)
+                out = act if out is None else out
+                size = (out.float() - act.float()).norm(dim=-1, keepdim=True)
+                return (act.float() + size * units[name].to(act.device)).to(act.dtype)
+            return hook
+
+        return [(name, swapped(name, fn)) for name, fn in pairs]
+
+    def hook_fn(self, layer: int) -> HookFn:
+        raise TypeError("RandomDirectionControl edits through fwd_hooks(); it has no hook of its own")
+
+    def save(self, path: str | Path) -> Path:
+        raise TypeError("A RandomDirectionControl is not saved: save its base editor and rebuild it with the seed")

@@ -275,7 +275,8 @@ def edit_comparison_plot(cmp: Any, skip_first: bool = True) -> Figure:
 
 def sweep_frontier(result: dict[str, Any]) -> Figure:
     """``steerlens sweep``: the metric's change against the perplexity ratio for each swept value, with their
-    paired 95% bootstrap intervals; the unsteered model at (1, 0)."""
+    paired 95% bootstrap intervals; the unsteered model at (1, 0); with ``--control``, each value's
+    equal-size random-direction control in grey."""
     rows = result["rows"]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     x = [r["perplexity_ratio"] for r in rows]
@@ -283,13 +284,59 @@ def sweep_frontier(result: dict[str, Any]) -> Figure:
     xerr = [[r["perplexity_ratio"] - r["perplexity_low"] for r in rows],
             [r["perplexity_high"] - r["perplexity_ratio"] for r in rows]]
     yerr = [[r["change"] - r["change_low"] for r in rows], [r["change_high"] - r["change"] for r in rows]]
-    ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o-", capsize=3)
+    ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o-", capsize=3, label=result["method"])
     for r in rows:
         ax.annotate(f"{result['key']}={r['value']}", (r["perplexity_ratio"], r["change"]), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
+    controls = [r["control"] for r in rows if r.get("control")]
+    if controls:
+        ax.errorbar([c["perplexity_ratio"] for c in controls], [c["change"] for c in controls],
+                    xerr=[[c["perplexity_ratio"] - c["perplexity_low"] for c in controls],
+                          [c["perplexity_high"] - c["perplexity_ratio"] for c in controls]],
+                    yerr=[[c["change"] - c["change_low"] for c in controls],
+                          [c["change_high"] - c["change"] for c in controls]],
+                    fmt="s--", color="0.6", capsize=3, label="random direction, equal size")
     ax.scatter([1.0], [0.0], marker="x", color="k", label="unsteered")
     ax.set_xlabel("perplexity ratio (steered / unsteered)")
     ax.set_ylabel(f"change in {result['metric']}")
     ax.set_title(f"{result['method']} on {result['task']} ({result['n']} prompts)")
     ax.legend()
     return fig
+
+
+def divergence_html(trace: Any, max_kl: float | None = None) -> str:
+    """``analysis.divergence_trace`` as coloured tokens: the unsteered continuation, then the steered one with
+    each token's background the KL(steered || unsteered) at the position that produced it (white 0, red
+    ``max_kl``, default the largest), the first divergent token outlined; hover a steered token for its KL,
+    edit sizes and the editor's note. Plain HTML, no JavaScript (renders on GitHub and in the docs)."""
+    from html import escape
+
+    top = max_kl if max_kl is not None else max(float(trace.kl.max()) if len(trace.kl) else 0.0, 1e-6)
+
+    def span(tok: str, style: str = "", title: str = "") -> str:
+        shown = escape(tok).replace("\n", "&#8629;") or "&nbsp;"
+        return (f'<span style="padding:1px 0;white-space:pre;{style}" title="{escape(title, quote=True)}">'
+                f"{shown}</span>")
+
+    outline = "outline:2px solid #1f77b4;"
+    plain = "".join(span(t, outline if i == trace.first else "") for i, t in enumerate(trace.unsteered))
+    steered = []
+    for i, t in enumerate(trace.steered):
+        level = min(float(trace.kl[i]) / top, 1.0)
+        shade = int(255 * (1 - 0.75 * level))
+        sizes = ", ".join(f"{h}: {100 * float(trace.sizes[j, i]):.1f}%" for j, h in enumerate(trace.hooks))
+        title = f"token {i}: KL {float(trace.kl[i]):.3f} nats; edit {sizes}" + (
+            f"; {trace.notes[i]}" if trace.notes[i] else "")
+        steered.append(span(t, f"background:rgb(255,{shade},{shade});" + (outline if i == trace.first else ""),
+                            title))
+    if trace.first is None:
+        verdict = "the steered and unsteered continuations are the same"
+    else:
+        verdict = (f"they part at new token {trace.first}"
+                   + (f" (logit gap: unsteered {trace.gap_unsteered:.2f}, steered {trace.gap_steered:.2f})"
+                      if trace.gap_unsteered is not None else ""))
+    return ('<div style="font-family:monospace;line-height:1.8">'
+            f"<div><b>prompt</b>: {escape(trace.prompt)}</div>"
+            f"<div><b>unsteered</b>: {plain}</div><div><b>steered</b>: {''.join(steered)}</div>"
+            f"<div style='font-size:90%'>{escape(verdict)}; background: KL(steered || unsteered), white 0 to red "
+            f"{top:.2f} nats; hover a token for its edit</div></div>")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .editing import RandomDirectionControl
 from .evaluation import offensive_prob, response_nll, vader_compound
 from .harness import check_method, check_task, contexts_of, fit_editor, respond, settings_for
 from .stats import paired_interval, perplexity_ratio_interval
@@ -57,9 +58,13 @@ def score_responses(model: Any, task: str, contexts: Sequence[str], gens: Sequen
 
 def run_sweep(model: Any, method: str, task: str, rows: Sequence[dict], key: str, values: Sequence[Any],
               fixed: dict[str, Any] | None = None, max_new_tokens: int = 48, out: str | Path | None = None,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, control: bool = False, control_seed: int = 0) -> dict[str, Any]:
     """Sweep ``key`` over ``values`` (other settings: the defaults, updated by ``fixed``); returns and, with
-    ``out``, writes ``sweep.json``, ``table.md`` and ``frontier.png``."""
+    ``out``, writes ``sweep.json``, ``table.md`` and ``frontier.png``.
+
+    ``control``: for each value, also run ``editing.RandomDirectionControl`` of that editor (the same size
+    of edit at every layer and token, in a fixed random direction) and score it the same way, under
+    ``row["control"]``: what the method's effect owes to its direction rather than to the perturbation."""
     check_method(method)
     check_task(task)
     if task not in METRICS:
@@ -74,9 +79,7 @@ def run_sweep(model: Any, method: str, task: str, rows: Sequence[dict], key: str
     base = score_responses(model, task, contexts, respond(model, rows, max_new_tokens, progress=progress))
     base["seconds"] = time.perf_counter() - t0
     name = METRICS[task][0]
-    table = []
-    for v in values:
-        editor = fit_editor(model, method, task, settings={**fixed, key: v}, progress=progress)
+    def scored(editor: Any) -> dict[str, Any]:
         t0 = time.perf_counter()
         with editor.apply(model):
             gens = respond(model, rows, max_new_tokens, progress=progress)
@@ -85,11 +88,20 @@ def run_sweep(model: Any, method: str, task: str, rows: Sequence[dict], key: str
         lo, hi = paired_interval(base["metric"], s["metric"], statistic="difference")
         ppl, plo, phi = perplexity_ratio_interval(base["nll"], base["count"], s["nll"], s["count"])
         mean = sum(s["metric"]) / len(rows)
-        table.append({"value": v, name: mean, "change": mean - sum(base["metric"]) / len(rows),
-                      "change_low": lo, "change_high": hi, "perplexity_ratio": ppl, "perplexity_low": plo,
-                      "perplexity_high": phi, "time_ratio": seconds / base["seconds"], "scores": s})
+        return {name: mean, "change": mean - sum(base["metric"]) / len(rows), "change_low": lo, "change_high": hi,
+                "perplexity_ratio": ppl, "perplexity_low": plo, "perplexity_high": phi,
+                "time_ratio": seconds / base["seconds"], "scores": s}
+
+    table = []
+    for v in values:
+        editor = fit_editor(model, method, task, settings={**fixed, key: v}, progress=progress)
+        row = {"value": v, **scored(editor)}
+        if control:
+            row["control"] = scored(RandomDirectionControl(editor, seed=control_seed))
+        table.append(row)
     result = {"method": method, "task": task, "key": key, "fixed": fixed, "n": len(rows), "metric": name,
-              "unsteered": {name: sum(base["metric"]) / len(rows), "scores": base}, "rows": table}
+              "unsteered": {name: sum(base["metric"]) / len(rows), "scores": base}, "rows": table,
+              "control": {"kind": "random-direction", "seed": control_seed} if control else None}
     if out is not None:
         write_sweep(result, out)
     return result
@@ -100,10 +112,15 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [f"{result['method']} on {result['task']}, {result['n']} prompts; unsteered {name} "
              f"{result['unsteered'][name]:.3f}", "",
              f"| {key} | {name} | change [95%] | perplexity ratio [95%] | time ratio |", "|---|---|---|---|---|"]
+
+    def cells(r: dict[str, Any]) -> str:
+        return (f"{r[name]:.3f} | {r['change']:+.3f} [{r['change_low']:+.3f}, {r['change_high']:+.3f}] | "
+                f"{r['perplexity_ratio']:.3f} [{r['perplexity_low']:.3f}, {r['perplexity_high']:.3f}] | "
+                f"{r['time_ratio']:.2f} |")
     for r in result["rows"]:
-        lines.append(f"| {json.dumps(r['value'])} | {r[name]:.3f} | {r['change']:+.3f} [{r['change_low']:+.3f}, "
-                     f"{r['change_high']:+.3f}] | {r['perplexity_ratio']:.3f} [{r['perplexity_low']:.3f}, "
-                     f"{r['perplexity_high']:.3f}] | {r['time_ratio']:.2f} |")
+        lines.append(f"| {json.dumps(r['value'])} | {cells(r)}")
+        if r.get("control"):
+            lines.append(f"| {json.dumps(r['value'])}, random direction of equal size | {cells(r['control'])}")
     return "\n".join(lines)
 
 

@@ -216,3 +216,72 @@ class TestGeometry:
         assert names == ["sea: kept (+)", "sea: removed (-)"] and float(angles[0, 1]) < 0.1
         with pytest.raises(ValueError, match="no layer 2"):
             edit_subspaces(sea, 2)
+
+
+class TestDivergenceTrace:
+    def test_first_divergence_of_known_streams(self):
+        from steerlens.analysis import first_divergence
+
+        assert first_divergence([1, 2, 3], [1, 2, 3]) is None
+        assert first_divergence([1, 2, 3], [1, 5, 3]) == 1
+        assert first_divergence([7], [8, 9]) == 0
+        assert first_divergence([1, 2], [1, 2, 4]) == 2  # one stream ended early
+        assert first_divergence([], []) is None
+
+    def test_identity_never_diverges_and_a_large_push_does(self, tiny_chat):
+        from steerlens.analysis import divergence_trace
+        from steerlens.methods import ActAdd
+        from steerlens.methods.baselines import IdentityEditor
+
+        model = tiny_chat
+        same = divergence_trace(model, IdentityEditor.fit(model, [1]), "one two", max_new_tokens=6, chat=False)
+        assert same.first is None and same.gap_unsteered is None
+        assert same.steered == same.unsteered and len(same.steered) == 6
+        assert float(same.kl.abs().max()) < 1e-6 and float(same.sizes.abs().max()) == 0.0
+        assert "are the same" in same._repr_html_()
+
+        act = ActAdd.fit(model, ["good day"], ["bad day"], layers=[1], alpha=1.0, progress=False)
+        token = 77  # a push along one token's unembedding column makes that token the steered choice
+        act.tensors["vector.1"] = model.W_U[:, token].detach().clone() * 200
+        tr = divergence_trace(model, act, "one two", max_new_tokens=5, chat=False)
+        assert tr.steered[0] == model.tokenizer.decode([token]) != tr.unsteered[0]
+        assert tr.first == 0 and tr.gap_unsteered > 0 and tr.gap_steered > 0
+        assert tr.sizes.shape == (1, len(tr.steered)) and bool((tr.sizes > 0).all())
+        assert tr.hooks == ["blocks.1.hook_resid_post"] and bool((tr.kl > 0).all())
+        html = tr._repr_html_()
+        assert "part at new token 0" in html and "outline" in html
+
+    def test_notes_come_from_the_editor(self, tiny_chat):
+        from steerlens.analysis import divergence_trace
+
+        ed = TestRemovalProfile()._editor(tiny_chat, ["c0", "c3", "c5"])
+        tr = divergence_trace(tiny_chat, ed, "abc de", max_new_tokens=3, chat=False)
+        assert len(tr.notes) == len(tr.steered) == 3
+        assert all(n.startswith("L2: removed c") or n == "L2: no undesirable concept" for n in tr.notes), tr.notes
+
+
+class TestRandomDirectionControl:
+    def test_same_size_per_token_fixed_direction_and_not_saved(self, tiny_chat, tmp_path):
+        from steerlens.editing import RandomDirectionControl, recorded_run
+        from steerlens.generation import encode
+        from steerlens.methods import ActAdd
+
+        model = tiny_chat
+        act = ActAdd.fit(model, ["good day"], ["bad day"], layers=[0, 1], alpha=2.0, progress=False)
+        control = RandomDirectionControl(act, seed=3)
+        tokens, mask = encode(model, ["one two three four"])
+        _, base = recorded_run(model, act, tokens, mask)
+        _, ctrl = recorded_run(model, control, tokens, mask)
+        units = control.directions(list(base), model.cfg.d_model)
+        for name, (delta, _) in base.items():
+            cdelta = ctrl[name][0]
+            torch.testing.assert_close(cdelta.norm(dim=-1), delta.norm(dim=-1), atol=1e-4, rtol=1e-4)
+            moved = delta.norm(dim=-1) > 0
+            cos = torch.nn.functional.cosine_similarity(cdelta[moved], units[name][None], dim=-1)
+            torch.testing.assert_close(cos, torch.ones_like(cos), atol=1e-4, rtol=1e-4)
+            # the learned direction is not the control's (in 32 dims a random unit vector is far from it)
+            assert float(torch.nn.functional.cosine_similarity(delta[moved], cdelta[moved], dim=-1).abs().max()) < 0.9
+        again = RandomDirectionControl(act, seed=3).directions(list(base), model.cfg.d_model)
+        assert all(torch.equal(units[n], again[n]) for n in units)
+        with pytest.raises(TypeError, match="not saved"):
+            control.save(tmp_path / "c")

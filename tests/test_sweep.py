@@ -55,6 +55,20 @@ def test_sweep_on_a_tiny_model(tiny_chat, tmp_path):
         run_sweep(tiny_chat, "actadd", "sentiment", rows, "alpah", [0.1])
 
 
+def test_the_control_of_a_zero_edit_is_zero_and_of_a_push_differs(tiny_chat, tmp_path):
+    rows = [{"prompt": "Tell me about rain."}, {"prefix": "The bus was late again, and"}]
+    result = run_sweep(tiny_chat, "actadd", "sentiment", rows, "alpha", [0.0, 5.0], {"layers": [1]},
+                       max_new_tokens=4, out=tmp_path, progress=False, control=True)
+    zero, big = result["rows"]
+    base = result["unsteered"]["scores"]["generations"]
+    # a zero edit has size zero, so its equal-size control is the identity too
+    assert zero["control"]["scores"]["generations"] == base and zero["control"]["change"] == 0.0
+    # a large push in another direction generates something else than the push itself
+    assert big["control"]["scores"]["generations"] != big["scores"]["generations"]
+    assert result["control"] == {"kind": "random-direction", "seed": 0}
+    assert "5.0, random direction of equal size" in (tmp_path / "table.md").read_text()
+
+
 def test_cli_refuses_bad_sweeps_before_loading_a_model(tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "hi"}\n')

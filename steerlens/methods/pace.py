@@ -542,6 +542,26 @@ class PaCEEditor(Editor):
         return pace
 
 
+    def describe_step(self, states: dict[str, tuple[torch.Tensor, torch.Tensor]], top: int = 3) -> str:
+        """The undesirable concepts removed at this token at the middle layer (coefficients in activation
+        units) and the share of ``||z||`` taken away there."""
+        layer = self.layers[len(self.layers) // 2]
+        pair = states.get(self.hook_name(layer))
+        if pair is None:
+            return ""
+        before, after = (t.float() for t in pair)
+        if torch.equal(before, after):
+            return f"L{layer}: left alone"
+        c = self.coefficients(layer, before[None])[0] * self.tensors["undesirable"].to(before.device)
+        n = int((c != 0).sum())
+        if n == 0:
+            return f"L{layer}: no undesirable concept"
+        names = self.settings["concepts"]
+        best = c.abs().topk(min(top, n)).indices.tolist()
+        share = float((before - after).norm() / before.norm().clamp_min(1e-12))
+        return (f"L{layer}: removed " + ", ".join(f"{names[i]} {float(c[i]):+.2f}" for i in best)
+                + f" ({100 * share:.1f}% of |z|)")
+
     def explain(self, model: Any, context: str, answer: str, top: int = 3) -> str:
         """The undesirable concepts removed most (summed |coefficient| over the tokens PaCE edits, at its middle
         layer, attention sinks left out) and how much of the activation norm the removal takes there."""

@@ -598,6 +598,17 @@ class ValueController(Editor):
             return out
         return control
 
+    @torch.no_grad()
+    def describe_step(self, states: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> str:
+        """The value before and after the ascent at this token (V is what the control climbs)."""
+        pair = states.get(STATE_HOOK)
+        if pair is None:
+            return ""
+        vf = self.value_function()
+        device = next(iter(self.tensors.values())).device
+        before, after = (float(vf(self.state_of(t.float().to(device)[None]))[0]) for t in pair)
+        return f"V {before:+.3f} -> {after:+.3f}"
+
     def explain(self, model: Any, context: str, answer: str) -> str:
         """V before and after the ascent, and the control's size, averaged over the answer's states."""
         tokens, mask = encode(model, [context + answer])
