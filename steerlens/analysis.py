@@ -15,7 +15,8 @@ them live in ``steerlens.plotting``.
   PaCE should remove in the prompt, in the response, or outside its dictionary?
 - ``compare_edits``: several editors on one text: edit size per layer and token, KL(steered || unsteered)
   of the next-token distribution per token, and the logit lens of each edit.
-- ``principal_angles``, ``edit_subspaces``, ``subspace_overlaps``: do methods edit the same subspace?
+- ``principal_angles``, ``edit_subspaces``, ``subspace_overlaps``, ``geometry_table`` (per layer, every
+  pair), ``mean_value_gradient`` (RE-Control's direction): do methods edit the same subspace?
 - ``divergence_trace``: steered and unsteered greedy decoding in lockstep: the first token where they part,
   how close the call was there, and at every generated token the KL and what the edit did.
 - ``check_hook``: any ``[(hook_name, fn)]`` pairs through generation with and without the KV cache, alone
@@ -389,6 +390,69 @@ def subspace_overlaps(subspaces: Mapping[str, torch.Tensor]) -> tuple[list[str],
             if j > i:
                 out[i, j] = out[j, i] = principal_angles(subspaces[a], subspaces[b])[0]
     return names, out
+
+
+@dataclass
+class GeometryTable:
+    """``geometry_table``: ``angles[i, j]`` is the smallest principal angle (degrees) of pair ``pairs[j]`` at
+    ``layers[i]``, NaN where one of the two subspaces is not edited at that layer."""
+
+    layers: list[int]
+    pairs: list[str]
+    angles: torch.Tensor
+
+
+def geometry_table(editors: Sequence[Any], layers: Sequence[int] | None = None,
+                   extra: Mapping[int, Mapping[str, torch.Tensor]] | None = None) -> GeometryTable:
+    """Per layer, the smallest principal angle between every pair of subspaces the editors work in there
+    (``edit_subspaces``), plus ``extra`` ``{layer: {name: [d, k] directions}}`` (e.g. RE-Control's
+    ``mean_value_gradient`` at the last layer). Layers: every layer where at least two subspaces meet."""
+    extra = extra or {}
+    per_layer: dict[int, dict[str, torch.Tensor]] = {}
+    for ed in editors:
+        for layer in ed.layers:
+            try:
+                per_layer.setdefault(layer, {}).update(edit_subspaces(ed, layer))
+            except ValueError:  # an editor with no subspace (RE-Control): pass its directions in ``extra``
+                continue
+    for layer, spaces in extra.items():
+        per_layer.setdefault(layer, {}).update(spaces)
+    chosen = sorted(la for la, sp in per_layer.items() if len(sp) >= 2) if layers is None else list(layers)
+    pairs: list[str] = []
+    for la in chosen:
+        names = list(per_layer.get(la, {}))
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                if f"{a} vs {b}" not in pairs:
+                    pairs.append(f"{a} vs {b}")
+    angles = torch.full((len(chosen), len(pairs)), float("nan"))
+    for i, la in enumerate(chosen):
+        names, table = subspace_overlaps(per_layer.get(la, {}))
+        for x, a in enumerate(names):
+            for y, b in enumerate(names):
+                if y > x:
+                    angles[i, pairs.index(f"{a} vs {b}")] = table[x, y]
+    return GeometryTable(chosen, pairs, angles)
+
+
+def mean_value_gradient(model: Any, controller: Any, texts: Sequence[str]) -> Float[torch.Tensor, "d 1"]:
+    """The unit mean of grad V over the final states of ``texts`` (every token but the first, the sink), in
+    the space RE-Control's hook edits (``ln_final.hook_normalized``): the direction its ascent pushes along
+    when V is near-linear. Returned as a [d, 1] subspace for ``geometry_table``'s ``extra``."""
+    if not texts:
+        raise ValueError("mean_value_gradient needs at least one text")
+    vf = controller.value_function()
+    total = torch.zeros(int(model.cfg.d_model))
+    for text in texts:
+        tokens, mask = encode(model, [text])
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=lambda n: n == STATE_HOOK)
+        s = cache[STATE_HOOK][0, 1:].float().detach().requires_grad_(True)
+        vf(controller.state_of(s)).sum().backward()
+        total += s.grad.sum(0).cpu()
+    if float(total.norm()) == 0.0:
+        raise ValueError("grad V is zero on these texts")
+    return (total / total.norm())[:, None]
 
 
 # -- divergence trace: where does the steered text part from the unsteered one, and why? ------------------------

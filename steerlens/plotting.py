@@ -340,3 +340,26 @@ def divergence_html(trace: Any, max_kl: float | None = None) -> str:
             f"<div><b>unsteered</b>: {plain}</div><div><b>steered</b>: {''.join(steered)}</div>"
             f"<div style='font-size:90%'>{escape(verdict)}; background: KL(steered || unsteered), white 0 to red "
             f"{top:.2f} nats; hover a token for its edit</div></div>")
+
+
+def geometry_plot(table: Any) -> Figure:
+    """``analysis.geometry_table`` as a layer x pair grid of angles (degrees; dark = shared direction,
+    light = orthogonal), each cell labelled, blank where a pair does not meet."""
+    import numpy as np
+
+    angles = table.angles.numpy()
+    fig, ax = plt.subplots(figsize=(1.1 * len(table.pairs) + 3, 0.32 * len(table.layers) + 2))
+    im = ax.imshow(np.ma.masked_invalid(angles), aspect="auto", cmap="magma", vmin=0, vmax=90)
+    for i in range(angles.shape[0]):
+        for j in range(angles.shape[1]):
+            if not np.isnan(angles[i, j]):
+                ax.text(j, i, f"{angles[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if angles[i, j] < 45 else "black")
+    ax.set_xticks(range(len(table.pairs)), [p.replace(" vs ", "\nvs ") for p in table.pairs], rotation=45,
+                  ha="right", fontsize=7)
+    ax.set_yticks(range(len(table.layers)), [str(la) for la in table.layers])
+    ax.set_ylabel("layer")
+    ax.set_title("smallest principal angle between edited subspaces (degrees)")
+    fig.colorbar(im, ax=ax, label="degrees")
+    fig.tight_layout()
+    return fig

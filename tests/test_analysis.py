@@ -285,3 +285,38 @@ class TestRandomDirectionControl:
         assert all(torch.equal(units[n], again[n]) for n in units)
         with pytest.raises(TypeError, match="not saved"):
             control.save(tmp_path / "c")
+
+
+class TestGeometryTable:
+    def test_layers_pairs_and_known_angles(self, tiny_chat):
+        from steerlens.analysis import geometry_table
+        from steerlens.methods import ActAdd, OrthoProj
+
+        model = tiny_chat
+        a = ActAdd.fit(model, ["good day"], ["bad day"], layers=[0, 1], alpha=1.0, progress=False)
+        o = OrthoProj.fit(model, ["good day"], ["bad day"], layers=[1], progress=False)
+        d = model.cfg.d_model
+        e = torch.zeros(d, 1)
+        v = a.tensors["vector.1"]
+        e[int(v.abs().argmin())] = 1.0  # a basis vector nearly orthogonal to the layer-1 direction
+        table = geometry_table([a, o], extra={1: {"probe": e}, 2: {"x": e, "y": e}})
+        assert table.layers == [1, 2]  # layer 0 has one subspace only
+        col = table.pairs.index("actadd: direction vs orthoproj: removed")
+        assert float(table.angles[0, col]) == pytest.approx(0.0, abs=0.05)  # the same mean difference
+        want = float(torch.rad2deg(torch.arccos(v.abs().min() / v.norm())))
+        assert float(table.angles[0, table.pairs.index("actadd: direction vs probe")]) == pytest.approx(want, abs=0.05)
+        assert float(table.angles[1, table.pairs.index("x vs y")]) == pytest.approx(0.0, abs=0.05)
+        assert torch.isnan(table.angles[1, col]) and torch.isnan(table.angles[0, table.pairs.index("x vs y")])
+
+    def test_mean_value_gradient_of_a_linear_value_is_its_weight(self, tiny_chat):
+        from steerlens.analysis import mean_value_gradient
+        from steerlens.methods.recontrol import LinearValue, ValueController
+
+        vf = LinearValue(tiny_chat.cfg.d_model)
+        with torch.no_grad():
+            vf.weight.copy_(torch.arange(tiny_chat.cfg.d_model, dtype=torch.float32) - 5)
+        ctrl = ValueController.from_value(tiny_chat, vf)
+        got = mean_value_gradient(tiny_chat, ctrl, ["one two three", "four five"])
+        torch.testing.assert_close(got[:, 0], vf.weight / vf.weight.norm())
+        with pytest.raises(ValueError, match="at least one text"):
+            mean_value_gradient(tiny_chat, ctrl, [])

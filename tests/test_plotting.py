@@ -91,3 +91,24 @@ def test_edit_comparison_plot_shares_one_colour_scale():
     limits = [fig.axes[i].images[0].get_clim() for i in (0, 1)]
     assert limits[0] == limits[1] and abs(limits[0][1] - 0.6) < 1e-6 and limits[0][0] == 0.0
     assert len(fig.axes[2].lines) == 2
+
+
+def test_geometry_plot_labels_each_cell_and_leaves_missing_pairs_blank():
+    from steerlens.analysis import GeometryTable
+
+    table = GeometryTable([3, 4], ["a vs b", "a vs c"], torch.tensor([[10.0, float("nan")], [80.0, 45.0]]))
+    fig = plotting.geometry_plot(table)
+    labels = sorted(t.get_text() for t in fig.axes[0].texts)
+    assert labels == ["10", "45", "80"]
+
+
+def test_divergence_html_escapes_and_marks_the_first_divergence():
+    from steerlens.analysis import DivergenceTrace
+
+    trace = DivergenceTrace("a <b>", ["x", "y"], ["x", "<z>"], 1, 0.5, 1.5, torch.tensor([0.0, 2.0]),
+                            torch.tensor([[0.1, 0.2]]), ["blocks.1.hook_resid_post"], ["", "note & more"])
+    html = plotting.divergence_html(trace)
+    assert "&lt;z&gt;" in html and "<z>" not in html and "a &lt;b&gt;" in html
+    assert html.count("outline") == 2  # the first divergent token in both rows
+    assert "background:rgb(255,63,63)" in html  # the largest KL is the reddest
+    assert "note &amp; more" in html and "part at new token 1" in html

@@ -1,12 +1,28 @@
-"""Write the step-through notebooks from their cell sources (so diffs stay readable).
+"""Write the step-through notebooks from their cell sources here (one source, so diffs stay readable).
 
-Run: python tools/make_notebooks.py   (rewrites notebooks/*.ipynb without outputs)
+Each notebook is a list of cells: ``("md", text)``, ``("code", source)`` or ``("exercise", solution, blank)``.
+Two variants come from one source (ARENA's layout):
+
+- the **solution** variant, ``notebooks/NAME.ipynb``: exercises filled in with their solutions; committed
+  *executed*, so figures show on GitHub and in the docs; CI runs it with nbmake;
+- the **exercise** variant, ``notebooks/exercises/NAME.ipynb`` (only for notebooks with exercises): each
+  exercise cell blank for the learner, its solution folded away in a ``<details>`` cell below it.
+
+Run:
+    python tools/make_notebooks.py                 # rewrite both variants; keep a solution notebook's outputs
+                                                   # where its code cells did not change
+    python tools/make_notebooks.py --execute NAME  # ... and execute NAME (or ``all``), saving the outputs
+    python tools/make_notebooks.py --check         # exit 1 if a committed notebook differs from its source
 """
 
+import argparse
+import sys
 from pathlib import Path
 
 import nbformat as nbf
 
+ROOT = Path(__file__).resolve().parents[1] / "notebooks"
+EXERCISES = ROOT / "exercises"
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {}
 
 
@@ -451,17 +467,118 @@ def one_prompt_every_edit():
     ]
 
 
-def main():
-    out = Path(__file__).resolve().parents[1] / "notebooks"
+def _cell(kind: str, source: str) -> nbf.NotebookNode:
+    return nbf.v4.new_markdown_cell(source) if kind == "md" else nbf.v4.new_code_cell(source)
+
+
+def build(cells: list[tuple[str, ...]], variant: str) -> nbf.NotebookNode:
+    """The notebook of one variant ("solution" or "exercise") from its cell list."""
+    out = []
+    for kind, *body in cells:
+        if kind != "exercise":
+            out.append(_cell(kind, body[0]))
+        elif variant == "solution":
+            out.append(_cell("code", body[0]))
+        else:
+            out.append(_cell("code", body[1]))
+            fold = "<details><summary>Solution</summary>\n\n```python\n" + body[0] + "\n```\n</details>"
+            out.append(_cell("md", fold))
+    nb = nbf.v4.new_notebook()
+    nb.cells = out
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating gives clean diffs
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
+def has_exercises(cells: list[tuple[str, ...]]) -> bool:
+    return any(kind == "exercise" for kind, *_ in cells)
+
+
+def sources(nb: nbf.NotebookNode) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source) for c in nb.cells]
+
+
+def targets() -> list[tuple[Path, nbf.NotebookNode]]:
+    """Every notebook file the sources define, with its generated (unexecuted) content."""
+    out = []
     for name, cells in NOTEBOOKS.items():
-        nb = nbf.v4.new_notebook()
-        nb.cells = [nbf.v4.new_markdown_cell(s) if k == "md" else nbf.v4.new_code_cell(s) for k, s in cells]
-        for i, cell in enumerate(nb.cells):
-            cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating gives clean diffs
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        nbf.write(nb, out / name)
-        print("wrote", out / name)
+        out.append((ROOT / name, build(cells, "solution")))
+        if has_exercises(cells):
+            out.append((EXERCISES / name, build(cells, "exercise")))
+    return out
+
+
+def write(path: Path, nb: nbf.NotebookNode) -> None:
+    """Write ``nb``, keeping the committed file's outputs when every code cell is unchanged."""
+    if path.exists():
+        old = nbf.read(path, as_version=4)
+        code = [c for c in old.cells if c.cell_type == "code"]
+        new_code = [c for c in nb.cells if c.cell_type == "code"]
+        if [c.source for c in code] == [c.source for c in new_code]:
+            for c, o in zip(new_code, code, strict=True):
+                c.outputs, c.execution_count = o.get("outputs", []), o.get("execution_count")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbf.write(nb, path)
+
+
+def execute(path: Path, timeout: int = 900) -> float:
+    """Execute a solution notebook in place (in its folder, as nbmake does); returns the seconds taken."""
+    import time
+
+    from nbclient import NotebookClient
+
+    nb = nbf.read(path, as_version=4)
+    t0 = time.perf_counter()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
+                   record_timing=False).execute()
+    seconds = time.perf_counter() - t0
+    nbf.write(nb, path)
+    return seconds
+
+
+def check() -> list[str]:
+    """The committed notebooks that differ from their source (cells' kinds and text; outputs ignored), and
+    stray files with no source."""
+    problems = []
+    expected = {path for path, _ in targets()}
+    for path, nb in targets():
+        if not path.exists():
+            problems.append(f"{path.relative_to(ROOT.parent)} is missing")
+        elif sources(nbf.read(path, as_version=4)) != sources(nb):
+            problems.append(f"{path.relative_to(ROOT.parent)} differs from its source in tools/make_notebooks.py")
+    for path in [*ROOT.glob("*.ipynb"), *EXERCISES.glob("*.ipynb")]:
+        if path not in expected:
+            problems.append(f"{path.relative_to(ROOT.parent)} has no source in tools/make_notebooks.py")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--execute", nargs="*", metavar="NAME", help="execute these solution notebooks (or all)")
+    parser.add_argument("--check", action="store_true", help="only check the committed notebooks against the source")
+    args = parser.parse_args(argv)
+    if args.check:
+        problems = check()
+        for p in problems:
+            print(p, file=sys.stderr)
+        if problems:
+            print("regenerate with: python tools/make_notebooks.py --execute all", file=sys.stderr)
+        return 1 if problems else 0
+    for path, nb in targets():
+        write(path, nb)
+        print("wrote", path.relative_to(ROOT.parent))
+    if args.execute is not None:
+        wanted = list(NOTEBOOKS) if args.execute in ([], ["all"]) else [n if n.endswith(".ipynb") else n + ".ipynb"
+                                                                         for n in args.execute]
+        unknown = [n for n in wanted if n not in NOTEBOOKS]
+        if unknown:
+            parser.error(f"unknown notebooks {unknown}; known: {', '.join(NOTEBOOKS)}")
+        for name in wanted:
+            print(f"executed {name} in {execute(ROOT / name):.0f} s", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

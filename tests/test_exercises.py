@@ -1,0 +1,74 @@
+"""steerlens.exercises: every check accepts the right answer and fails on a wrong one."""
+
+import pytest
+import torch
+
+from steerlens import exercises as ex
+
+
+def test_principal_angle():
+    def right(a, b):
+        return torch.rad2deg(torch.arccos(((a @ b).abs() / (a.norm() * b.norm())).clamp(max=1.0)))
+
+    def signed(a, b):  # forgets that a line has no sign: a and -a come out 180 degrees apart
+        return torch.rad2deg(torch.arccos((a @ b / (a.norm() * b.norm())).clamp(-1.0, 1.0)))
+
+    assert "correct" in ex.check_principal_angle(right)
+    with pytest.raises(AssertionError, match="absolute value"):
+        ex.check_principal_angle(signed)
+
+
+def test_equal_norm_control():
+    assert "correct" in ex.check_equal_norm_control(lambda d, r: d.norm(dim=-1, keepdim=True) * r)
+    with pytest.raises(AssertionError, match="control"):
+        ex.check_equal_norm_control(lambda d, r: d.norm() * r.expand_as(d))  # one norm for all tokens
+
+
+def test_per_token_rescale():
+    assert "correct" in ex.check_per_token_rescale(
+        lambda z, e: e * z.norm(dim=-1, keepdim=True) / e.norm(dim=-1, keepdim=True))
+    with pytest.raises(AssertionError, match="last axis"):  # the reference code's per-coordinate rescale
+        ex.check_per_token_rescale(lambda z, e: e * z.norm(dim=1, keepdim=True) / e.norm(dim=1, keepdim=True))
+
+
+def test_td_targets():
+    from steerlens.methods.recontrol import td_targets
+
+    assert "correct" in ex.check_td_targets(td_targets)
+
+    def undetached(values, mask, rewards):
+        nxt = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
+        has_next = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
+        target = torch.where(has_next, nxt, torch.zeros_like(nxt))
+        last = mask.sum(1) - 1
+        target = target.index_put((torch.arange(len(last)), last), rewards)
+        return target * mask
+
+    with pytest.raises(AssertionError, match="detach"):
+        ex.check_td_targets(undetached)
+
+    def reward_first(values, mask, rewards):  # the reference code's terminal reward at the first position
+        t = td_targets(values, mask, rewards).clone()
+        last = mask.sum(1) - 1
+        t[torch.arange(3), last] = 0.0
+        t[:, 0] = rewards
+        return t
+
+    with pytest.raises(AssertionError, match="targets"):
+        ex.check_td_targets(reward_first)
+
+
+@pytest.mark.integration
+def test_kl_on_a_model(tiny_chat):
+    from steerlens.methods import ActAdd
+
+    act = ActAdd.fit(tiny_chat, ["good day"], ["bad day"], layers=[1], alpha=3.0, progress=False)
+    from steerlens.generation import encode
+
+    tokens, _ = encode(tiny_chat, ["one two three"])
+    p = tiny_chat(tokens)[0, -1].log_softmax(-1)
+    with act.apply(tiny_chat):
+        q = tiny_chat(tokens)[0, -1].log_softmax(-1)
+    assert "correct" in ex.check_kl((q.exp() * (q - p)).sum(), tiny_chat, act, "one two three")
+    with pytest.raises(AssertionError, match="not symmetric"):
+        ex.check_kl((p.exp() * (p - q)).sum(), tiny_chat, act, "one two three")
