@@ -486,20 +486,22 @@ class DivergenceTrace:
 @torch.no_grad()
 def divergence_trace(model: Any, editor: Any, prompt: str, max_new_tokens: int = 24, chat: bool = True,
                      strength: float = 1.0) -> DivergenceTrace:
-    """Decode ``prompt`` greedily with and without ``editor`` in lockstep: at each step of the steered run,
-    one forward pass with the hooks (each wrapped to record the state it got and what it returned at the
-    last position) and one without, on the same prefix. That gives the KL between the two next-token
-    distributions at every steered token and, where the continuations first differ, the logit gap of the
-    choice. A plain unsteered greedy run gives the unsteered continuation to compare with.
+    """Decode ``prompt`` greedily with and without ``editor`` in lockstep. The steered run does one forward
+    pass per step with the hooks, each wrapped to record the state it got and what it returned at the last
+    position; one unsteered pass over the steered text then gives the unsteered next-token distribution on
+    the same prefixes (the model is causal). That gives the KL between the two at every steered token and,
+    where the continuations first differ, the logit gap of the choice. A plain unsteered greedy run gives the
+    unsteered continuation to compare with.
 
-    Uncached (each step runs the whole prefix), so it is meant for one prompt and a few dozen tokens.
+    The steered steps are uncached (each runs the whole prefix, so editors that look at positions see what
+    they see without a cache): meant for one prompt and a few dozen tokens (5-50 s on 2 CPU cores).
     """
     editor.model.check(model, f"{editor.method} editor")
     text = format_chat(model.tokenizer, prompt) if chat else prompt
     tokens, mask = encode(model, [text])
     eos = getattr(model.tokenizer, "eos_token_id", None)
     stop = [] if eos is None else [eos]
-    plain_ids = generate_tokens(model, tokens, mask, max_new_tokens, use_cache=False, stop_token_ids=stop)[0]
+    plain_ids = generate_tokens(model, tokens, mask, max_new_tokens, stop_token_ids=stop)[0]
 
     states: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -515,28 +517,34 @@ def divergence_trace(model: Any, editor: Any, prompt: str, max_new_tokens: int =
     names = list(dict.fromkeys(name for name, _ in hooks))
     ids = tokens.to(next(model.parameters()).device)
     steered_ids: list[int] = []
-    kls, sizes, notes = [], [], []
+    sizes, notes = [], []
     gaps: tuple[float, float] | tuple[None, None] = (None, None)
+    steered_logits = []
     with prompt_span(tokens.shape[1]):
-        for step in range(max_new_tokens):
-            base = model(ids)[0, -1].float()
+        for _ in range(max_new_tokens):
             states.clear()
             logits = model.run_with_hooks(ids, fwd_hooks=hooks)[0, -1].float()
+            steered_logits.append(logits)
             nxt = int(logits.argmax())
-            if gaps[0] is None and (step >= len(plain_ids) or plain_ids[step] != nxt):
-                other = plain_ids[step] if step < len(plain_ids) else eos
-                if other is not None:
-                    gaps = (float(base[other] - base[nxt]), float(logits[nxt] - logits[other]))
             if nxt in stop:
                 break
-            kls.append(float(kl_divergence(logits, base)))
             sizes.append([float((states[n][1].float() - states[n][0].float()).norm()
                                 / states[n][0].float().norm().clamp_min(1e-12)) if n in states else 0.0
                           for n in names])
             notes.append(editor.describe_step(dict(states)))
             steered_ids.append(nxt)
             ids = torch.cat([ids, ids.new_tensor([[nxt]])], dim=1)
+    # the unsteered distributions along the steered path: one pass (causal, so the same as step by step)
+    base_all = model(ids)[0, tokens.shape[1] - 1:].float()
+    kls = [float(kl_divergence(steered_logits[i], base_all[i])) for i in range(len(steered_ids))]
+    first = first_divergence(plain_ids, steered_ids)
+    if first is not None:
+        chosen = steered_ids[first] if first < len(steered_ids) else eos
+        other = plain_ids[first] if first < len(plain_ids) else eos
+        if chosen is not None and other is not None:
+            base, logits = base_all[first], steered_logits[first]
+            gaps = (float(base[other] - base[chosen]), float(logits[chosen] - logits[other]))
     decode = model.tokenizer.decode
     return DivergenceTrace(prompt, [decode([t]) for t in plain_ids], [decode([t]) for t in steered_ids],
-                           first_divergence(plain_ids, steered_ids), gaps[0], gaps[1], torch.tensor(kls),
+                           first, gaps[0], gaps[1], torch.tensor(kls),
                            torch.tensor(sizes).reshape(len(kls), len(names)).T, names, notes)

@@ -126,7 +126,15 @@ def load_hf_model(verbose: bool = True) -> tuple[Any, Any]:
         with cache_lock(cached, "converting the default model"):
             if not _complete(cached):  # not converted by another process while this one waited
                 _convert_gguf(cached, verbose)
-    model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a local 135M load: a bar is noise (and a widget in every notebook)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(cached)
     return model.eval(), tokenizer
 

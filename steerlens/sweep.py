@@ -75,22 +75,8 @@ def run_sweep(model: Any, method: str, task: str, rows: Sequence[dict], key: str
     for v in values:
         settings_for(method, task, None, {**fixed, key: v})  # unknown keys refused before any work
     contexts = contexts_of(model, rows)
-    t0 = time.perf_counter()
-    base = score_responses(model, task, contexts, respond(model, rows, max_new_tokens, progress=progress))
-    base["seconds"] = time.perf_counter() - t0
+    base, scored = _scoring(model, task, rows, contexts, max_new_tokens, progress)
     name = METRICS[task][0]
-    def scored(editor: Any) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        with editor.apply(model):
-            gens = respond(model, rows, max_new_tokens, progress=progress)
-        seconds = time.perf_counter() - t0
-        s = score_responses(model, task, contexts, gens)
-        lo, hi = paired_interval(base["metric"], s["metric"], statistic="difference")
-        ppl, plo, phi = perplexity_ratio_interval(base["nll"], base["count"], s["nll"], s["count"])
-        mean = sum(s["metric"]) / len(rows)
-        return {name: mean, "change": mean - sum(base["metric"]) / len(rows), "change_low": lo, "change_high": hi,
-                "perplexity_ratio": ppl, "perplexity_low": plo, "perplexity_high": phi,
-                "time_ratio": seconds / base["seconds"], "scores": s}
 
     table = []
     for v in values:
@@ -102,6 +88,54 @@ def run_sweep(model: Any, method: str, task: str, rows: Sequence[dict], key: str
     result = {"method": method, "task": task, "key": key, "fixed": fixed, "n": len(rows), "metric": name,
               "unsteered": {name: sum(base["metric"]) / len(rows), "scores": base}, "rows": table,
               "control": {"kind": "random-direction", "seed": control_seed} if control else None}
+    if out is not None:
+        write_sweep(result, out)
+    return result
+
+
+def _scoring(model: Any, task: str, rows: Sequence[dict], contexts: Sequence[str], max_new_tokens: int,
+             progress: bool) -> tuple[dict[str, Any], Any]:
+    """The unsteered scores, and a function that generates with an editor and scores it against them: the
+    metric's change with a paired BCa interval, the perplexity ratio with its paired interval, the time ratio.
+    A prompting editor's system prompt is used for generation; perplexity is always under the plain prompt."""
+    name = METRICS[task][0]
+    t0 = time.perf_counter()
+    base = score_responses(model, task, contexts, respond(model, rows, max_new_tokens, progress=progress))
+    base["seconds"] = time.perf_counter() - t0
+
+    def scored(editor: Any) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        with editor.apply(model):
+            gens = respond(model, rows, max_new_tokens, system=getattr(editor, "system", None), progress=progress)
+        seconds = time.perf_counter() - t0
+        s = score_responses(model, task, contexts, gens)
+        lo, hi = paired_interval(base["metric"], s["metric"], statistic="difference")
+        ppl, plo, phi = perplexity_ratio_interval(base["nll"], base["count"], s["nll"], s["count"])
+        mean = sum(s["metric"]) / len(rows)
+        return {name: mean, "change": mean - sum(base["metric"]) / len(rows), "change_low": lo, "change_high": hi,
+                "perplexity_ratio": ppl, "perplexity_low": plo, "perplexity_high": phi,
+                "time_ratio": seconds / base["seconds"], "scores": s}
+
+    return base, scored
+
+
+def run_methods(model: Any, methods: Sequence[str], task: str, rows: Sequence[dict], max_new_tokens: int = 48,
+                out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Several methods at their defaults (``harness.fit_editor``: shipped editors load, nothing is refitted) on
+    one prompt set, each scored against the unsteered model as ``run_sweep`` scores a value: the same table
+    and frontier, one row per method (``key`` is ``"method"``)."""
+    for m in methods:
+        check_method(m)
+    check_task(task)
+    if task not in METRICS:
+        raise ValueError(f"run_methods scores generations; task {task!r} has no text metric (use detox or sentiment)")
+    if not rows:
+        raise ValueError("The prompt set is empty")
+    base, scored = _scoring(model, task, rows, contexts_of(model, rows), max_new_tokens, progress)
+    name = METRICS[task][0]
+    table = [{"value": m, **scored(fit_editor(model, m, task, progress=progress))} for m in methods]
+    result = {"method": "methods", "task": task, "key": "method", "fixed": {}, "n": len(rows), "metric": name,
+              "unsteered": {name: sum(base["metric"]) / len(rows), "scores": base}, "rows": table, "control": None}
     if out is not None:
         write_sweep(result, out)
     return result

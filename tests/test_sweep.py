@@ -78,3 +78,19 @@ def test_cli_refuses_bad_sweeps_before_loading_a_model(tmp_path, capsys):
     assert main(["sweep", "--method", "actadd", "--task", "sentiment", "--prompts", str(prompts),
                  "--sweep", "alpha"]) == 2
     assert "--sweep expects" in capsys.readouterr().err
+
+
+def test_run_methods_scores_each_method_against_the_same_unsteered_run(tiny_chat, tmp_path):
+    from steerlens.sweep import run_methods
+
+    rows = [{"prompt": "Tell me about rain."}, {"prefix": "The bus was late again, and"}]
+    result = run_methods(tiny_chat, ["none", "prompt", "actadd"], "sentiment", rows, max_new_tokens=4, out=tmp_path,
+                         progress=False)
+    none, prompt, _ = result["rows"]
+    assert [r["value"] for r in result["rows"]] == ["none", "prompt", "actadd"] and result["key"] == "method"
+    assert none["change"] == 0.0 and none["perplexity_ratio"] == pytest.approx(1.0)  # the identity editor
+    # the prompting baseline generates under its system prompt, so its text differs from the unsteered run's
+    assert prompt["scores"]["generations"] != result["unsteered"]["scores"]["generations"]
+    assert "| \"actadd\" |" in (tmp_path / "table.md").read_text()
+    with pytest.raises(ValueError, match="Unknown method"):
+        run_methods(tiny_chat, ["nope"], "sentiment", rows)

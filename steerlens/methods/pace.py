@@ -550,12 +550,12 @@ class PaCEEditor(Editor):
         if pair is None:
             return ""
         before, after = (t.float() for t in pair)
-        if torch.equal(before, after):
-            return f"L{layer}: left alone"
         c = self.coefficients(layer, before[None])[0] * self.tensors["undesirable"].to(before.device)
         n = int((c != 0).sum())
         if n == 0:
             return f"L{layer}: no undesirable concept"
+        if torch.equal(before, after):
+            return f"L{layer}: left alone (attention sink)"
         names = self.settings["concepts"]
         best = c.abs().topk(min(top, n)).indices.tolist()
         share = float((before - after).norm() / before.norm().clamp_min(1e-12))
