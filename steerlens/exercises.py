@@ -93,3 +93,116 @@ def check_td_targets(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
         raise AssertionError("targets: the values are right but still carry a gradient; detach them (the "
                              "reference code's bug: the loss then also pulls V(s_{t+1}) towards V(s_t)).")
     return "correct: targets match the library's td_targets and are detached"
+
+
+def check_sink_safe_hook(make_hook: Callable[[torch.Tensor, float], Callable]) -> str:
+    """``make_hook(v, threshold)`` returns a hook ``fn(act, hook)`` that adds ``v`` at every position whose norm
+    is at most ``threshold`` and leaves the others (attention sinks) unchanged."""
+    g = torch.Generator().manual_seed(4)
+    act = torch.randn(2, 6, 8, generator=g)
+    act[:, 0] *= 100.0  # a sink at the first position of each row
+    v = torch.randn(8, generator=g)
+    threshold = 50.0
+    ordinary = act.norm(dim=-1, keepdim=True) <= threshold
+    want = torch.where(ordinary, act + v, act)
+    out = make_hook(v, threshold)(act.clone(), None)
+    _close(act if out is None else out, want, "hooked activation",
+           "Add v where act.norm(dim=-1, keepdim=True) <= threshold; keep the sink's value (torch.where).")
+    return "correct: the sink keeps its value and every other position moves by v"
+
+
+def check_mean_difference(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> str:
+    """``fn(pos, neg)``, activations [n, d] and [m, d]: ActAdd's steering vector (Turner et al. Eq. 1)."""
+    from .methods.baselines import mean_difference
+
+    g = torch.Generator().manual_seed(5)
+    pos, neg = torch.randn(7, 8, generator=g) + 1.0, torch.randn(5, 8, generator=g)
+    _close(fn(pos, neg), mean_difference(pos, neg), "steering vector",
+           "mean(pos) - mean(neg), the means over examples (dim 0); the two sets may differ in size.")
+    return "correct: the mean of the desired activations minus the mean of the undesired ones"
+
+
+def check_project_out(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> str:
+    """``fn(h, u)``: ``h`` [..., d] with its component along the direction ``u`` [d] (any norm) removed."""
+    from .methods.baselines import orthonormal_basis, project_out
+
+    g = torch.Generator().manual_seed(6)
+    h, u = torch.randn(3, 4, 8, generator=g), torch.randn(8, generator=g) * 3.0
+    want = project_out(h, orthonormal_basis(u[None]))
+    hint = "Normalise u first: h - (h @ u_hat)[..., None] * u_hat."
+    out = fn(h, u)
+    _close(out, want, "projected", hint)
+    _close(fn(out, u), want, "projected twice", "A projection is idempotent: applying it twice changes nothing.")
+    return "correct: no component along u is left, and projecting again changes nothing"
+
+
+def check_sea_projection(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> str:
+    """``fn(z, u_pos, u_neg)``: SEA's edit (Qiu et al. Eq. 4) of token vectors ``z`` [n, d] with orthonormal bases
+    ``u_pos`` [d, k+] (kept) and ``u_neg`` [d, k-] (removed), rescaled to ``||z||`` per token."""
+    from .methods.sea import spectral_edit
+
+    g = torch.Generator().manual_seed(7)
+    z = torch.randn(5, 12, generator=g)
+    q = torch.linalg.qr(torch.randn(12, 5, generator=g)).Q
+    u_pos, u_neg = q[:, :2], q[:, 2:5]
+    hint = "P+ z = (z @ U+) @ U+^T; the negative part keeps z minus its projection on U-; add them, rescale per row."
+    _close(fn(z, u_pos, u_neg), spectral_edit(z, u_pos, u_neg), "edited", hint)
+    same = fn(z, u_pos, u_pos)
+    _close(same, z, "edited with U+ = U-", "When the kept and removed bases coincide the edit must give z back.")
+    return "correct: and with U+ = U- the edit gives z back (SEA's cancellation)"
+
+
+def check_ista_step(fn: Callable[..., torch.Tensor]) -> str:
+    """``fn(D, y, c, alpha, l1_ratio, step)``: one proximal-gradient step on PaCE's elastic net (Luo et al.
+    Eq. 3): a gradient step on ``1/2 ||y - D c||^2 + alpha (1 - l1_ratio)/2 ||c||^2``, then soft-thresholding
+    at ``step * alpha * l1_ratio``. Iterated, it must reach the library's solution."""
+    from .solvers import elastic_net, kkt_violation
+
+    g = torch.Generator().manual_seed(8)
+    D = torch.nn.functional.normalize(torch.randn(16, 10, generator=g, dtype=torch.float64), dim=0)
+    y = torch.randn(3, 16, generator=g, dtype=torch.float64)
+    alpha, l1_ratio = 0.05, 0.95
+    l1, l2 = alpha * l1_ratio, alpha * (1 - l1_ratio)
+    step = float(1.0 / (torch.linalg.eigvalsh(D.T @ D).max() + l2))
+    c = torch.randn(3, 10, generator=g, dtype=torch.float64) * 0.1
+    grad = (c @ D.T - y) @ D + l2 * c
+    z = c - step * grad
+    want = z.sign() * (z.abs() - step * l1).clamp_min(0)
+    _close(fn(D, y, c, alpha, l1_ratio, step), want, "one step",
+           "gradient g = D^T (D c - y) + alpha (1 - l1_ratio) c (rows: (c @ D.T - y) @ D + l2 * c); then "
+           "soft-threshold c - step * g at step * alpha * l1_ratio.", atol=1e-8, rtol=1e-6)
+    c = torch.zeros(3, 10, dtype=torch.float64)
+    for _ in range(3000):
+        c = torch.as_tensor(fn(D, y, c, alpha, l1_ratio, step), dtype=torch.float64)
+    _close(c, elastic_net(D, y, alpha, l1_ratio, tol=1e-8), "after 3000 steps", "The iteration must converge "
+           "to the elastic net's solution.", atol=1e-5, rtol=1e-4)
+    worst = float(kkt_violation(D, y, c, alpha, l1_ratio).max())
+    return f"correct: 3000 steps reach the library's solution (largest KKT violation {worst:.1e})"
+
+
+def check_ascent_step(fn: Callable[[Any, torch.Tensor, float], torch.Tensor]) -> str:
+    """``fn(vf, s, alpha)``: RE-Control's first control step (Kong et al. Eq. 7) from ``u = 0``:
+    ``u = alpha * grad V(s)``, for states ``s`` [n, d] and a value function ``vf`` (an ``nn.Module``)."""
+    from .methods.recontrol import MLPValue, gradient_ascent
+
+    torch.manual_seed(9)
+    vf = MLPValue(8, hidden=16).eval()
+    s = torch.randn(4, 8)
+    want, _ = gradient_ascent(vf, s, 0.3, 1)
+    _close(fn(vf, s, 0.3), want, "control", "Make s require grad, take torch.autograd.grad(vf(s).sum(), s), "
+           "multiply by alpha (one gradient per state: sum the values before differentiating).")
+    return "correct: one step uphill on V; n steps repeat it at s + u"
+
+
+@torch.no_grad()
+def check_resid_norms(norms: Any, model: Any, text: str, layer: int) -> str:
+    """``norms`` [tokens]: the norm of ``blocks.{layer}.hook_resid_post`` at every token of ``text``."""
+    from .generation import encode
+
+    tokens, mask = encode(model, [text])
+    name = f"blocks.{layer}.hook_resid_post"
+    _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=name)
+    want = cache[name][0].norm(dim=-1)
+    _close(norms, want, "norms", f"Run model.run_with_cache on the encoded text, take cache['{name}'][0] and its "
+           "norm over the last axis (one number per token).", atol=1e-3, rtol=1e-4)
+    return f"correct: the first token's norm is {float(want[0] / want[1:].median()):.0f}x the median of the others"

@@ -72,3 +72,80 @@ def test_kl_on_a_model(tiny_chat):
     assert "correct" in ex.check_kl((q.exp() * (q - p)).sum(), tiny_chat, act, "one two three")
     with pytest.raises(AssertionError, match="not symmetric"):
         ex.check_kl((p.exp() * (p - q)).sum(), tiny_chat, act, "one two three")
+
+
+def test_sink_safe_hook():
+    def right(v, threshold):
+        def hook(act, hook):
+            return torch.where(act.norm(dim=-1, keepdim=True) <= threshold, act + v, act)
+        return hook
+
+    assert "correct" in ex.check_sink_safe_hook(right)
+    with pytest.raises(AssertionError, match="sink"):
+        ex.check_sink_safe_hook(lambda v, t: (lambda act, hook: act + v))  # edits the sink too
+
+
+def test_mean_difference():
+    assert "correct" in ex.check_mean_difference(lambda p, n: p.mean(0) - n.mean(0))
+    with pytest.raises(AssertionError, match="dim 0"):
+        ex.check_mean_difference(lambda p, n: (p - p.mean(0)).sum(0) + p.mean(0) - n.mean(1).mean())
+
+
+def test_project_out():
+    def right(h, u):
+        u = u / u.norm()
+        return h - (h @ u)[..., None] * u
+
+    assert "correct" in ex.check_project_out(right)
+    with pytest.raises(AssertionError, match="Normalise"):
+        ex.check_project_out(lambda h, u: h - (h @ u)[..., None] * u)  # u not normalised
+
+
+def test_sea_projection():
+    def right(z, up, un):
+        m = (z @ up) @ up.T + z - (z @ un) @ un.T
+        return m * z.norm(dim=-1, keepdim=True) / m.norm(dim=-1, keepdim=True)
+
+    def no_rescale(z, up, un):
+        return (z @ up) @ up.T + z - (z @ un) @ un.T
+
+    assert "correct" in ex.check_sea_projection(right)
+    with pytest.raises(AssertionError, match="edited"):
+        ex.check_sea_projection(no_rescale)
+
+
+def test_ista_step():
+    def right(D, y, c, alpha, l1_ratio, step):
+        z = c - step * ((c @ D.T - y) @ D + alpha * (1 - l1_ratio) * c)
+        return z.sign() * (z.abs() - step * alpha * l1_ratio).clamp_min(0)
+
+    def no_ridge(D, y, c, alpha, l1_ratio, step):  # forgets the l2 term of the gradient
+        z = c - step * ((c @ D.T - y) @ D)
+        return z.sign() * (z.abs() - step * alpha * l1_ratio).clamp_min(0)
+
+    assert "correct" in ex.check_ista_step(right)
+    with pytest.raises(AssertionError, match="one step"):
+        ex.check_ista_step(no_ridge)
+
+
+def test_ascent_step():
+    def right(vf, s, alpha):
+        s = s.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(vf(s).sum(), s)
+        return alpha * g
+
+    assert "correct" in ex.check_ascent_step(right)
+    with pytest.raises(AssertionError, match="control"):
+        ex.check_ascent_step(lambda vf, s, alpha: right(vf, s, alpha) + s)  # returns s + u, not u
+
+
+@pytest.mark.integration
+def test_resid_norms_on_a_model(tiny_chat):
+    from steerlens.generation import encode
+
+    tokens, _ = encode(tiny_chat, ["one two three"])
+    _, cache = tiny_chat.run_with_cache(tokens)
+    right = cache["blocks.1.hook_resid_post"][0].norm(dim=-1)
+    assert "correct" in ex.check_resid_norms(right, tiny_chat, "one two three", 1)
+    with pytest.raises(AssertionError, match="norms"):
+        ex.check_resid_norms(cache["blocks.0.hook_resid_post"][0].norm(dim=-1), tiny_chat, "one two three", 1)
