@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.steerlens-installed
 
-.PHONY: demo test test-wheel test-bridge4 install bench clean
+.PHONY: demo test test-wheel test-bridge4 install bench docs notebooks clean
 
 install: $(STAMP)
 
@@ -30,7 +30,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check steerlens tests benchmarks tools
-	$(BIN)/python -m pytest -q tests notebooks --nbmake $(PYTEST_ARGS)
+	$(BIN)/python tools/make_notebooks.py --check
+	$(BIN)/python -m pytest -q tests notebooks --nbmake --ignore=notebooks/exercises $(PYTEST_ARGS)
+
+# The docs site into site/ (mkdocs, material theme; the notebooks with their committed outputs, the API from
+# the docstrings); every warning is an error.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# Regenerate the notebooks from tools/make_notebooks.py and execute them (outputs committed).
+notebooks: $(STAMP)
+	$(BIN)/python tools/make_notebooks.py --execute all
 
 # The wheel lane: build the sdist and wheel, install the wheel into a fresh venv and run the CLI, the demo and
 # the notebooks from a folder outside the checkout, with an empty cache (see .ci/wheel-lane).

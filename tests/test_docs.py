@@ -1,0 +1,71 @@
+"""The docs site: `mkdocs build --strict` passes (every warning an error) with the notebooks rendered from their
+committed outputs and the API reference from the docstrings, and its pages render in a headless browser.
+
+The browser test skips only where no Chromium is installed (`.ci/run` installs Debian's)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_PAGE = "notebooks/06_geometry_and_controls.html"  # two figures: the geometry table, the frontier
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    for module in ("mkdocs", "material", "mkdocs_jupyter", "mkdocstrings"):
+        pytest.importorskip(module, reason="the docs extra is not installed (pip install -e '.[docs]')")
+    out = tmp_path_factory.mktemp("site")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    return out
+
+
+def test_site_has_the_pages_the_notebook_figures_and_the_api(site):
+    for page in ("index.html", "methods.html", "results.html", "analysis.html", NOTEBOOK_PAGE,
+                 "notebooks/05_one_prompt_every_edit.html", "notebooks/07_pitfalls.html", "notebooks/03_pace.html",
+                 "api/analysis.html"):
+        assert (site / page).is_file(), page
+    assert (site / NOTEBOOK_PAGE).read_text().count("data:image/png;base64") >= 2  # the committed run's figures
+    assert "data:image/png;base64" in (site / "notebooks/05_one_prompt_every_edit.html").read_text()
+    assert "divergence_trace" in (site / "api/analysis.html").read_text()
+    assert "0.62x" in (site / "results.html").read_text()  # the README's results, included, not copied
+    assert not (site / "notebooks/exercises").exists()  # the exercise variants are not pages
+
+
+def _not_blank(png: Path) -> float:
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(str(png))
+    return float(pixels[..., :3].std())
+
+
+def test_pages_render_in_a_headless_browser(site, tmp_path):
+    chromium = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    if chromium is None:
+        pytest.skip("no Chromium installed here (.ci/run installs Debian's chromium package)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the docs extra")
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync"]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=flags)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto((site / "index.html").as_uri(), wait_until="load")
+            assert "steerlens" in page.title()
+            page.screenshot(path=str(tmp_path / "home.png"))
+            page.goto((site / NOTEBOOK_PAGE).as_uri(), wait_until="load")
+            widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : -1)")
+            page.locator("img").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(tmp_path / "notebook.png"))
+        finally:
+            browser.close()
+    assert len(widths) >= 2 and all(w > 0 for w in widths), widths  # every figure decoded and drawn
+    for shot in ("home.png", "notebook.png"):
+        assert _not_blank(tmp_path / shot) > 0.02, f"{shot} looks blank"
