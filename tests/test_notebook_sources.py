@@ -1,0 +1,59 @@
+"""The notebooks come from one source (tools/make_notebooks.py): the committed solution notebooks and exercise
+variants must match it, and the check that says so must catch a difference."""
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def mn():
+    spec = importlib.util.spec_from_file_location("make_notebooks", ROOT / "tools" / "make_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_notebooks_match_their_source(mn):
+    assert mn.check() == []
+
+
+def test_solution_notebooks_are_committed_executed(mn):
+    for name in mn.NOTEBOOKS:
+        nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(c.execution_count is not None for c in code), f"{name} is not committed executed"
+        assert not any(o.output_type == "error" for c in code for o in c.outputs), f"{name} has an error output"
+
+
+def test_the_check_catches_an_edited_cell_and_a_stray_notebook(mn, tmp_path, monkeypatch):
+    copy = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", copy)
+    monkeypatch.setattr(mn, "ROOT", copy)
+    monkeypatch.setattr(mn, "EXERCISES", copy / "exercises")
+    assert mn.check() == []
+    path = copy / "07_pitfalls.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].source += "\nprint('edited by hand')"
+    nbformat.write(nb, path)
+    (copy / "exercises" / "stray.ipynb").write_text((copy / "exercises" / "07_pitfalls.ipynb").read_text())
+    problems = mn.check()
+    assert any("07_pitfalls.ipynb differs" in p for p in problems)
+    assert any("stray.ipynb has no source" in p for p in problems)
+
+
+def test_exercise_variant_blanks_the_code_and_folds_the_solution(mn):
+    cells = mn.NOTEBOOKS["07_pitfalls.ipynb"]
+    solution, exercise = mn.build(cells, "solution"), mn.build(cells, "exercise")
+    n_ex = sum(kind == "exercise" for kind, *_ in cells)
+    assert n_ex >= 2
+    assert len(exercise.cells) == len(solution.cells) + n_ex  # one folded solution per exercise
+    assert sum("# your code here" in c.source for c in exercise.cells if c.cell_type == "code") == n_ex
+    assert not any("# your code here" in c.source for c in solution.cells)
+    folded = [c.source for c in exercise.cells if c.cell_type == "markdown" and c.source.startswith("<details>")]
+    assert len(folded) == n_ex and all("def " in f for f in folded)
