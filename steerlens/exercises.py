@@ -206,3 +206,35 @@ def check_resid_norms(norms: Any, model: Any, text: str, layer: int) -> str:
     _close(norms, want, "norms", f"Run model.run_with_cache on the encoded text, take cache['{name}'][0] and its "
            "norm over the last axis (one number per token).", atol=1e-3, rtol=1e-4)
     return f"correct: the first token's norm is {float(want[0] / want[1:].median()):.0f}x the median of the others"
+
+
+def check_energy_rank(fn: Callable[[torch.Tensor, float], int]) -> str:
+    """``fn(s, K)``: SEA's rank (Qiu et al. Eq. 3), the smallest ``k`` whose top ``k`` singular values (``s``,
+    sorted descending) hold at least a share ``K`` of the energy ``sum s^2``."""
+    from .methods.sea import energy_rank
+
+    g = torch.Generator().manual_seed(10)
+    cases = [(torch.tensor([3.0, 1.0, 1.0, 1.0]), 0.75), (torch.tensor([3.0, 1.0, 1.0, 1.0]), 0.76),
+             (torch.tensor([1.0, 1.0, 1.0, 1.0]), 1.0), (torch.tensor([5.0, 0.0, 0.0]), 0.99)]
+    cases += [(torch.rand(20, generator=g).sort(descending=True).values, k) for k in (0.5, 0.9, 0.99)]
+    for s, k in cases:
+        mine, want = int(fn(s, k)), energy_rank(s, k)
+        if mine != want:
+            raise AssertionError(f"rank for s={[round(float(x), 3) for x in s[:5]]}..., K={k}: {mine}, expected "
+                                 f"{want}. Energy is the squared singular values; count the top values until their "
+                                 "share of the total reaches K (reaching it exactly counts).")
+    return "correct: with s = (3, 1, 1, 1), 75% of the energy is in the top direction, so K = 0.75 keeps one"
+
+
+def check_pace_removal(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> str:
+    """``fn(z, D, c, undesirable)``: PaCE's edit (Luo et al. Eq. 4) of activations ``z`` [n, d], given atoms ``D``
+    [d, k], coefficients in activation units ``c`` [n, k] and a 0/1 mask ``undesirable`` [k]: subtract only the
+    undesirable concepts' part, keep the benign part and the residual."""
+    g = torch.Generator().manual_seed(11)
+    z, D = torch.randn(4, 10, generator=g), torch.randn(10, 6, generator=g)
+    c = torch.randn(4, 6, generator=g)
+    mask = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0])
+    want = z - (c * mask) @ D.T
+    _close(fn(z, D, c, mask), want, "edited", "z - D_U c_U: zero the benign coefficients (c * undesirable), map "
+           "them back through the atoms (@ D.T) and subtract; do not replace z by its reconstruction D c.")
+    return "correct: only the undesirable part goes; the residual z - D c stays"

@@ -149,3 +149,23 @@ def test_resid_norms_on_a_model(tiny_chat):
     assert "correct" in ex.check_resid_norms(right, tiny_chat, "one two three", 1)
     with pytest.raises(AssertionError, match="norms"):
         ex.check_resid_norms(cache["blocks.0.hook_resid_post"][0].norm(dim=-1), tiny_chat, "one two three", 1)
+
+
+def test_energy_rank():
+    def right(s, k):
+        e = (s ** 2).cumsum(0) / (s ** 2).sum()
+        return int((e < k - 1e-12).sum()) + 1
+
+    def on_values(s, k):  # energy on the singular values, not their squares
+        e = s.cumsum(0) / s.sum()
+        return int((e < k - 1e-12).sum()) + 1
+
+    assert "correct" in ex.check_energy_rank(right)
+    with pytest.raises(AssertionError, match="squared"):
+        ex.check_energy_rank(on_values)
+
+
+def test_pace_removal():
+    assert "correct" in ex.check_pace_removal(lambda z, D, c, u: z - (c * u) @ D.T)
+    with pytest.raises(AssertionError, match="reconstruction"):
+        ex.check_pace_removal(lambda z, D, c, u: (c * (1 - u)) @ D.T)  # keeps the benign part, drops the residual

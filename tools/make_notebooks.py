@@ -317,7 +317,7 @@ def sea():
                  "from steerlens.analysis import principal_angles\n"
                  "from steerlens.data import truthfulqa_dev_path\n"
                  "from steerlens.editing import edit_magnitudes\n"
-                 "from steerlens.exercises import check_sea_projection\n"
+                 "from steerlens.exercises import check_energy_rank, check_sea_projection\n"
                  "from steerlens.methods.sea import SpectralEditor, truthfulqa_demonstrations\n"
                  "from steerlens.truthfulqa import load_truthfulqa, score_truthfulqa\n\n"
                  "model = steerlens.load_model()\nrows = load_truthfulqa(truthfulqa_dev_path())\n"
@@ -396,10 +396,22 @@ def sea():
                "carries over is the shipped TruthfulQA editor, fitted on all the development questions with "
                "$K = 0.998$: +2.5 MC1 and +2.3 MC2 on held-out questions (see the README). Even there the edit "
                "cancels at 19 of its 20 layers."),
-        ("md", "## Exercise\n"
-               "Write SEA's edit (Eq. 4) for token vectors `z` [n, d], given orthonormal bases `u_pos` [d, k+] "
-               "(kept) and `u_neg` [d, k-] (removed). The check also tries `u_pos = u_neg`: your edit must then "
-               "give `z` back."),
+        ("md", "## Exercises\n"
+               "**1.** Write SEA's rank rule (Eq. 3): given singular values `s` (descending) and a threshold `K`, "
+               "the smallest `k` whose top `k` values hold at least a share `K` of the energy "
+               "$\\sum_j \\sigma_j^2$."),
+        ("exercise",
+         "def my_rank(s, K):\n"
+         "    energy = (s ** 2).cumsum(0) / (s ** 2).sum()\n"
+         "    return int((energy < K - 1e-12).sum()) + 1\n\n"
+         "print(check_energy_rank(my_rank))",
+         "def my_rank(s, K):\n"
+         "    # your code here\n"
+         "    ...\n\n"
+         "print(check_energy_rank(my_rank))"),
+        ("md", "**2.** Write SEA's edit (Eq. 4) for token vectors `z` [n, d], given orthonormal bases `u_pos` "
+               "[d, k+] (kept) and `u_neg` [d, k-] (removed). The check also tries `u_pos = u_neg`: your edit must "
+               "then give `z` back."),
         ("exercise",
          "def my_sea(z, u_pos, u_neg):\n"
          "    merged = (z @ u_pos) @ u_pos.T + z - (z @ u_neg) @ u_neg.T\n"
@@ -431,7 +443,7 @@ def pace():
                "the solver steerlens uses)."),
         SETUP,
         ("code", "import matplotlib.pyplot as plt\n\nimport steerlens\nfrom steerlens import plotting\n"
-                 "from steerlens.exercises import check_ista_step\n"
+                 "from steerlens.exercises import check_ista_step, check_pace_removal\n"
                  "from steerlens.methods.pace import (PaCEEditor, decompose, default_dictionary,\n"
                  "                                    similarity_partition, template_stimuli)\n\n"
                  "model = steerlens.load_model()"),
@@ -565,8 +577,19 @@ def pace():
                "**A question to explore.** Run `removal_profile` on a chat request from `data/detox/cv.jsonl` and "
                "its unsteered answer. Is $U$ at the prompt larger or smaller than for a hostile beginning, and why "
                "would a chat template dilute it?"),
-        ("md", "## Exercise\n"
-               "Write one proximal-gradient (ISTA) step on the elastic net of section 3, for a batch of signals "
+        ("md", "## Exercises\n"
+               "**1.** Write PaCE's edit (Eq. 4): given activations `z` [n, d], atoms `D` [d, k], coefficients in "
+               "activation units `c` [n, k] and a 0/1 mask `undesirable` [k], subtract the undesirable concepts' "
+               "part and keep everything else."),
+        ("exercise",
+         "def remove(z, D, c, undesirable):\n"
+         "    return z - (c * undesirable) @ D.T\n\n"
+         "print(check_pace_removal(remove))",
+         "def remove(z, D, c, undesirable):\n"
+         "    # your code here\n"
+         "    ...\n\n"
+         "print(check_pace_removal(remove))"),
+        ("md", "**2.** Write one proximal-gradient (ISTA) step on the elastic net of section 3, for a batch of signals "
                "(rows of `y` [b, d]) and coefficients `c` [b, k]: a gradient step on the smooth part "
                "$\\tfrac12\\lVert y - Dc\\rVert^2 + \\alpha\\tfrac{1-\\tau}{2}\\lVert c\\rVert^2$, then "
                "soft-thresholding at $\\text{step} \\cdot \\alpha\\tau$. The check runs your step 3,000 "
