@@ -722,8 +722,8 @@ def recontrol():
                  "print('lowered:', [t for t, _ in effect['lowered']])"),
         ("md", "## 5. Controlled vs unsteered\nThe hook runs the ascent only at the position that produces the next "
                "token, so the prompt's prefill costs nothing extra. First the paper's MLP trained above on 12 "
-               "rollouts with the paper's raw step (expect little change: its ascent moves the state by a few "
-               "percent of its norm), then the default editor, whose step and bound are fractions of the state's "
+               "rollouts with the paper's raw step (its ascent moves the state by a few percent of its norm), "
+               "then the default editor, whose step and bound are fractions of the state's "
                "norm. VADER scores each answer (-1 to 1)."),
         ("code", "from steerlens.evaluation import vader_compound\n\n"
                  "test = prompts[12:16]\nplain = steerlens.generate(model, test, max_new_tokens=30)\n"
