@@ -33,7 +33,7 @@ import torch
 from jaxtyping import Float
 
 from .activations import hook_names_for, rms_normalise
-from .editing import prompt_span, recorded_run
+from .editing import observed_hooks, prompt_span, recorded_run
 from .generation import encode, format_chat, generate_tokens
 from .methods.recontrol import STATE_HOOK
 
@@ -505,15 +505,10 @@ def divergence_trace(model: Any, editor: Any, prompt: str, max_new_tokens: int =
 
     states: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def recording(name: str, fn: Callable) -> Callable:
-        def wrapped(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            out = fn(act, hook)
-            out = act if out is None else out
-            states[name] = (act[0, -1].detach().clone(), out[0, -1].detach().clone())
-            return out
-        return wrapped
+    def record(name: str, act: torch.Tensor, out: torch.Tensor) -> None:
+        states[name] = (act[0, -1].detach().clone(), out[0, -1].detach().clone())
 
-    hooks = [(name, recording(name, fn)) for name, fn in editor.fwd_hooks(strength)]
+    hooks = observed_hooks(editor, record, strength)
     names = list(dict.fromkeys(name for name, _ in hooks))
     ids = tokens.to(next(model.parameters()).device)
     steered_ids: list[int] = []

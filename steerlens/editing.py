@@ -503,17 +503,26 @@ def recorded_run(model: Any, editor: Editor, tokens: torch.Tensor, mask: torch.T
     name, the edit ``edit(z) - z`` [pos, d] and the norm ``||z||`` [pos] (float32, CPU)."""
     edits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def recording(name: str, fn: HookFn) -> HookFn:
-        def wrapped(act: torch.Tensor, hook: Any) -> torch.Tensor:
+    def record(name: str, act: torch.Tensor, out: torch.Tensor) -> None:
+        edits[name] = ((out - act)[0].detach().float().cpu(), act[0].detach().float().norm(dim=-1).cpu())
+
+    logits = model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=observed_hooks(editor, record))
+    return logits, edits
+
+
+def observed_hooks(editor: Editor, observe: Callable[[str, torch.Tensor, torch.Tensor], None],
+                   strength: float = 1.0) -> FwdHooks:
+    """The editor's ``fwd_hooks(strength)``, each wrapped to call ``observe(hook_name, act, edited)`` after
+    it edits (for analysis: the wrapped hooks edit exactly as the plain ones do)."""
+    def wrap(name: str, fn: HookFn) -> HookFn:
+        def observed(act: torch.Tensor, hook: Any) -> torch.Tensor:
             out = fn(act, hook)
             out = act if out is None else out
-            edits[name] = ((out - act)[0].detach().float().cpu(), act[0].detach().float().norm(dim=-1).cpu())
+            observe(name, act, out)
             return out
-        return wrapped
+        return observed
 
-    hooks = [(name, recording(name, fn)) for name, fn in editor.fwd_hooks()]
-    logits = model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=hooks)
-    return logits, edits
+    return [(name, wrap(name, fn)) for name, fn in editor.fwd_hooks(strength)]
 
 
 class RandomDirectionControl(Editor):
