@@ -258,6 +258,29 @@ class TestDivergenceTrace:
         tr = divergence_trace(tiny_chat, ed, "abc de", max_new_tokens=3, chat=False)
         assert len(tr.notes) == len(tr.steered) == 3
         assert all(n.startswith("L2: removed c") or n == "L2: no undesirable concept" for n in tr.notes), tr.notes
+        # a note names only undesirable concepts, and says "removed" exactly where the layer-2 hook moved the state
+        import re
+
+        row = tr.hooks.index("blocks.2.hook_resid_post")
+        for note, size in zip(tr.notes, tr.sizes[row].tolist(), strict=True):
+            assert note.startswith("L2: removed") == (size > 0), (note, size)
+            assert set(re.findall(r"(c\d+) [+-]", note)) <= {"c0", "c3", "c5"}, note
+        assert any(n.startswith("L2: removed") for n in tr.notes), tr.notes
+
+    def test_recontrol_notes_give_the_value_before_and_after(self, tiny_chat):
+        import re
+
+        from steerlens.analysis import divergence_trace
+        from steerlens.methods.recontrol import LinearValue, ValueController
+
+        vf = LinearValue(tiny_chat.cfg.d_model)
+        with torch.no_grad():
+            vf.weight.copy_(torch.randn(tiny_chat.cfg.d_model, generator=torch.Generator().manual_seed(0)))
+        ctrl = ValueController.from_value(tiny_chat, vf, alpha=0.05, n_steps=4, relative=True)
+        tr = divergence_trace(tiny_chat, ctrl, "abc de", max_new_tokens=3, chat=False)
+        for note in tr.notes:
+            before, after = (float(x) for x in re.fullmatch(r"V ([+-][\d.]+) -> ([+-][\d.]+)", note).groups())
+            assert after > before, note  # the ascent climbs V
 
 
 class TestRandomDirectionControl:
