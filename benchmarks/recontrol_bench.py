@@ -71,8 +71,10 @@ def rollouts_for(model, task, temperature, seed, samples, tokens):
     if (OUT / name / "rollouts.json").is_file():
         return Rollouts.load(OUT / name)
     t0 = time.perf_counter()
-    ro = harness.recontrol_rollouts(model, task, harness.shipped_train_rows(task), s, MAX_NEW, progress=True,
-                                    partial=OUT / (name + ".partial"))
+    t = harness.Task(task, model, harness.shipped_train_rows(task), max_new_tokens=MAX_NEW,
+                     workdir=OUT / (name + ".partial"))
+    ro = t.rollouts(samples=s["samples"], tokens=s["rollout_tokens"], temperature=s["temperature"], seed=s["seed"],
+                    behaviours=s["behaviours"])
     ro.save(OUT / name)
     print(f"{name}: {len(ro.states)} rollouts in {time.perf_counter() - t0:.0f} s")
     return ro

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from .data import data_dir, truthfulqa_dev_path
-from .harness import MC_METRICS, METHODS, TASKS, check_method, check_task, evaluate, load_items, measure
+from .harness import MC_METRICS, TASKS, check_method, check_task, evaluate, load_items, measure
+from .harness import methods as all_methods
 
 PRIMARY = {"detox": "offensive_prob", "sentiment": "vader_compound", "truthfulqa": "mc1"}
 
@@ -61,17 +62,18 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run_bench(out: str | Path, methods: Sequence[str] = METHODS, tasks: Sequence[str] = TASKS,
+def run_bench(out: str | Path, methods: Sequence[Any] | None = None, tasks: Sequence[str] = TASKS,
               limit: int | None = None, truthfulqa_limit: int | None = None, max_new_tokens: int = 48,
               model: Any | None = None, settings: dict[str, dict[str, Any]] | None = None,
               progress: bool = True) -> list[dict[str, Any]]:
-    """Run the grid; ``settings`` maps a method to overrides of its defaults (e.g. a smaller PaCE
-    dictionary for a quick run). Returns the list of ``evaluate`` results."""
+    """Run the grid; ``methods``: names, ``Editor`` subclasses or ``module:Class`` (default: every registered
+    method); ``settings`` maps a method's name to overrides of its defaults (e.g. a smaller dictionary for a
+    quick run). Returns the list of ``evaluate`` results."""
     from .models import load_model
     from .plotting import bench_tradeoff
 
-    for m in methods:
-        check_method(m)
+    chosen = list(all_methods() if methods is None else methods)
+    names = [check_method(m).method for m in chosen]
     for t in tasks:
         check_task(t)
     out = Path(out)
@@ -86,10 +88,10 @@ def run_bench(out: str | Path, methods: Sequence[str] = METHODS, tasks: Sequence
             train, rows = None, spread(load_items(data_dir() / task / "eval.jsonl", task), limit)
         print(f"== {task}: {len(rows)} items; unsteered", flush=True)
         base = measure(model, task, rows, None, max_new_tokens, progress=progress)
-        for method in methods:
-            print(f"== {task}: {method}", flush=True)
+        for method, name in zip(chosen, names, strict=True):
+            print(f"== {task}: {name}", flush=True)
             r = evaluate(model, method, task, rows, train, max_new_tokens=max_new_tokens, unsteered=base,
-                         settings=(settings or {}).get(method), progress=progress)
+                         settings=(settings or {}).get(name), progress=progress)
             results.append(r)
             print(f"   {PRIMARY[task]}: {r['unsteered'][PRIMARY[task]]:.3f} -> {r['steered'][PRIMARY[task]]:.3f}",
                   flush=True)

@@ -1,4 +1,7 @@
-"""The ``steerlens`` command: ``demo`` (the main job), ``eval``, ``sweep``, ``bench`` and ``dictionary``."""
+"""The ``steerlens`` command: ``demo`` (the main job), ``eval``, ``sweep``, ``bench``, ``methods`` and ``dictionary``.
+
+Every check that can fail on the user's input (the method, the task, the prompt files, the settings, the
+optional evaluators) runs before the model loads; a refusal is one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"Loaded {model.cfg.model_name} ({model.cfg.n_layers} layers, d_model {model.cfg.d_model}) "
           f"in {time.perf_counter() - t0:.1f} s.", file=sys.stderr)
     result = run_demo(model, tasks=_list(args.task), methods=_list(args.method), prompt=args.prompt,
-                      max_new_tokens=args.max_new_tokens)
+                      max_new_tokens=args.max_new_tokens, progress=not args.quiet)
     result["seconds"]["total"] = time.perf_counter() - t0
     print(format_demo(result))
     fit = sum(result["seconds"]["fit"].values())
@@ -42,19 +45,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .harness import check_method, check_task, evaluate, format_result, load_items, settings_for
+    from .evaluation import require_evaluators
+    from .harness import TEXT_TASKS, check_method, check_task, evaluate, format_result, load_items, settings_for
     from .models import load_model
 
-    check_method(args.method)
+    method = check_method(args.method)
     check_task(args.task)
+    if args.task in TEXT_TASKS:
+        require_evaluators(f"steerlens eval --task {args.task}")
     load_items(args.prompts, args.task)  # fail on bad input before loading the model
     if args.train is not None:
         load_items(args.train, args.task)
     overrides = parse_settings(args.set)
-    settings_for(args.method, args.task, None, overrides)  # refuse unknown settings before loading the model
+    settings_for(method, args.task, None, overrides)  # refuse bad settings before loading the model
     model = load_model(verbose=False)
-    result = evaluate(model, args.method, args.task, args.prompts, args.train, max_new_tokens=args.max_new_tokens,
-                      settings=overrides or None)
+    result = evaluate(model, method, args.task, args.prompts, args.train, max_new_tokens=args.max_new_tokens,
+                      settings=overrides or None, progress=not args.quiet)
     print(format_result(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -65,38 +71,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def parse_settings(items: list[str] | None) -> dict[str, Any]:
     """``["alpha=0.02", "positions=generated", "layers=[9,15]"]`` -> a dict; values are read as JSON
-    where they parse (numbers, lists, true/false/null), otherwise kept as strings."""
-    import json
+    where they parse (numbers, lists, true/false/null), otherwise kept as strings. The method's declaration
+    then checks them (``settings.check_settings``): ``alpha=abc`` is refused there, not here."""
+    from .settings import parse_value
 
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set expects KEY=VALUE (e.g. --set alpha=0.02), got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
+        if key.strip() in out:
+            raise ValueError(f"--set {key.strip()} is given twice")
+        out[key.strip()] = parse_value(value)
     return out
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from .evaluation import require_evaluators
     from .harness import check_method, check_task, load_items, settings_for
     from .models import load_model
-    from .sweep import format_table, parse_sweep, run_sweep
+    from .sweep import METRICS, format_table, parse_sweep, run_sweep
 
-    check_method(args.method)
+    method = check_method(args.method)
     check_task(args.task)
+    if args.task not in METRICS:
+        raise ValueError(f"sweep scores generations; task {args.task!r} has no text metric (use detox or sentiment)")
+    require_evaluators("steerlens sweep")
     rows = load_items(args.prompts, args.task)
     if not rows:
         raise ValueError(f"{args.prompts}: no prompts")
     key, values = parse_sweep(args.sweep)
     fixed = parse_settings(args.set)
-    for v in values:  # refuse unknown settings before loading the model
-        settings_for(args.method, args.task, None, {**fixed, key: v})
+    for v in values:  # refuse bad settings before loading the model
+        settings_for(method, args.task, None, {**fixed, key: v})
     model = load_model(verbose=False)
-    result = run_sweep(model, args.method, args.task, rows[:args.limit], key, values, fixed,
-                       max_new_tokens=args.max_new_tokens, out=args.out, control=args.control)
+    result = run_sweep(model, method, args.task, rows[:args.limit], key, values, fixed,
+                       max_new_tokens=args.max_new_tokens, out=args.out, control=args.control,
+                       progress=not args.quiet)
     print(format_table(result))
     print(f"wrote {args.out}/sweep.json, table.md and frontier.png")
     return 0
@@ -104,9 +115,39 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
+    from .evaluation import require_evaluators
+    from .harness import TEXT_TASKS, check_method, check_task, methods
 
-    run_bench(args.out, methods=args.methods.split(","), tasks=args.tasks.split(","), limit=args.limit,
-              truthfulqa_limit=args.truthfulqa_limit, max_new_tokens=args.max_new_tokens)
+    chosen = methods() if args.methods is None else _list(args.methods)
+    tasks = _list(args.tasks) or []
+    for m in chosen or []:
+        check_method(m)
+    for t in tasks:
+        check_task(t)
+    if set(tasks) & set(TEXT_TASKS):
+        require_evaluators("steerlens bench")
+    run_bench(args.out, methods=chosen, tasks=tasks, limit=args.limit,
+              truthfulqa_limit=args.truthfulqa_limit, max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .harness import TASKS, check_method, methods
+    from .settings import describe
+
+    for name in [args.method] if args.method else methods():
+        cls = check_method(name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{cls.method}  ({cls.__module__}.{cls.__qualname__}){': ' + doc if doc else ''}")
+        tasks = cls.tasks or TASKS
+        if cls.settings_spec is None:
+            print("  (no declared settings)")
+        for task in tasks if args.method else tasks[:1]:
+            table = describe(cls.settings_spec or (), cls.task_settings(task))
+            if table:
+                print(f" settings for {task} (name, default, allowed):" if args.method else
+                      " settings (name, default for the first task, allowed):")
+                print(table)
     return 0
 
 
@@ -132,13 +173,22 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "sweep": ("Sweep one setting of one method: metric and perplexity per value, paired intervals, a frontier plot",
               cmd_sweep),
     "bench": ("Every method x every task on the shipped evaluation sets: table, plots, JSON", cmd_bench),
+    "methods": ("List the methods (shipped, installed through entry points, or --method module:Class) and their "
+                "declared settings", cmd_methods),
     "dictionary": ("Build (or load from the cache) PaCE's concept dictionary and show its partitions",
                    cmd_dictionary),
 }
 
 
+METHOD_HELP = ("a registered method ({names}), or your own Editor subclass as module:Class (a module on the path) "
+               "or path/to/file.py:Class")
+QUIET_HELP = "no progress bars"
+
+
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
-    from .harness import METHODS, TASKS
+    from .harness import TASKS, methods
+
+    names = ", ".join(methods())
 
     if name == "demo":
         p.add_argument("--task", default=None, help="comma-separated: detox, sentiment (default: both)")
@@ -148,8 +198,9 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--max-new-tokens", type=int, default=24,
                        help="tokens per answer (default 24 keeps a warm run near a minute on 2 cores)")
         p.add_argument("--json", default=None, help="also write the demo's content here")
+        p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     elif name == "eval":
-        p.add_argument("--method", required=True, help=", ".join(METHODS))
+        p.add_argument("--method", required=True, help=METHOD_HELP.format(names=names))
         p.add_argument("--task", required=True, help=", ".join(TASKS))
         p.add_argument("--prompts", required=True, help="JSONL (prompt/prefix) or TruthfulQA CSV to evaluate on")
         p.add_argument("--train", default=None, help="same format; default: the project's shipped data")
@@ -157,9 +208,11 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", default=None, help="write the result here")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override one of the method's settings for the task (repeatable), e.g. "
-                            "--set positions=generated --set alpha=0.02; unknown keys are refused")
+                            "--set positions=generated --set alpha=0.02; each value is checked against the "
+                            "method's declaration (steerlens methods --method NAME lists them)")
+        p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     elif name == "sweep":
-        p.add_argument("--method", required=True, help=", ".join(METHODS))
+        p.add_argument("--method", required=True, help=METHOD_HELP.format(names=names))
         p.add_argument("--task", required=True, help="detox or sentiment")
         p.add_argument("--prompts", required=True, help="JSONL (prompt/prefix) to generate on")
         p.add_argument("--sweep", required=True, metavar="KEY=V1,V2,...",
@@ -172,15 +225,20 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--control", action="store_true",
                        help="also run, for each value, an edit of the same size per layer and token in a fixed "
                             "random direction (the equal-norm control); doubles the generation time")
+        p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     elif name == "bench":
         p.add_argument("--out", default="bench-results")
-        p.add_argument("--methods", default=",".join(METHODS))
+        p.add_argument("--methods", default=None, help="comma-separated methods (names or module:Class; default: "
+                       f"every registered one: {names})")
         p.add_argument("--tasks", default=",".join(TASKS))
         p.add_argument("--limit", type=int, default=None,
                        help="N prompts of each shipped eval set, spread evenly over it (both chat and raw kinds)")
         p.add_argument("--truthfulqa-limit", type=int, default=None,
                        help="first N held-out TruthfulQA questions (default: all of the held-out half)")
         p.add_argument("--max-new-tokens", type=int, default=48)
+        p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    elif name == "methods":
+        p.add_argument("--method", default=None, help="one method: its settings for every task")
     elif name == "dictionary":
         p.add_argument("--concepts", type=int, default=None,
                        help="first N concepts: the tasks' concepts, then by frequency (default: all)")

@@ -10,18 +10,31 @@ the pairs work with ``model.run_with_hooks(tokens, fwd_hooks=editor.fwd_hooks())
 - ``editor.save(path)`` / ``Editor.load(path, model=...)``: a folder with ``tensors.safetensors``
   and ``editor.json`` (method, settings, and the model it was fitted on: name, d_model, n_layers).
 
-Methods register themselves by name in ``REGISTRY`` so the CLI and ``load`` can find them.
+Methods register themselves by name in ``REGISTRY`` so the CLI and ``load`` can find them; ``resolve_method``
+also finds a method outside steerlens (``my_module:MyEditor``, ``path/to/file.py:MyEditor``, or an installed
+package's ``steerlens.methods`` entry point). Each method declares, beside it:
+
+- ``settings_spec``: its settings (``steerlens.settings.Setting``: type, range or choices, default, help),
+  checked wherever a setting enters (``--set``, ``fit`` keywords, ``editor.json``, the cache key);
+- ``tensor_spec``: its tensors (``TensorSpec``: names per layer, shapes in terms of ``d_model``), checked by
+  ``load``;
+- ``task_defaults`` and ``for_task``: its recipe for each task (what ``steerlens eval``, ``sweep`` and
+  ``bench`` fit), reading the task's data from a ``steerlens.tasks.Task``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
+import importlib.util
+import inspect
 import json
 import math
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -29,7 +42,9 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from safetensors.torch import load_file, save_file
 
+from .context import POSITIONS, PromptSpan, position_mask, prompt_span  # noqa: F401  (re-exported)
 from .files import atomic_file
+from .settings import Setting, SettingError, check_settings
 
 HookFn = Callable[[torch.Tensor, Any], torch.Tensor | None]
 FwdHooks = list[tuple[str, HookFn]]
@@ -42,8 +57,125 @@ FORMAT_VERSION = 1
 
 def register(cls: type[E]) -> type[E]:
     """Class decorator: make an editor class loadable and usable from the CLI by its ``method`` name."""
+    if not isinstance(cls, type) or not issubclass(cls, Editor):
+        raise TypeError(f"register expects an Editor subclass, got {cls!r}")
+    if not isinstance(cls.method, str) or not cls.method or cls.method == "base":
+        raise ValueError(f"{cls.__name__} must set a class attribute `method` (its name), e.g. method = 'mine'")
     REGISTRY[cls.method] = cls
     return cls
+
+
+ENTRY_POINT_GROUP = "steerlens.methods"
+_entry_points_loaded = False
+
+
+def load_entry_points() -> None:
+    """Register the editors that installed packages declare in the ``steerlens.methods`` entry-point group
+    (each entry point names an ``Editor`` subclass, e.g. ``mine = my_package.editors:MyEditor``). Once per
+    process; a broken entry point warns and is skipped."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+            register(cls)
+        except Exception as e:  # a third-party package's import error must not break steerlens
+            warnings.warn(f"steerlens: the {ENTRY_POINT_GROUP} entry point {ep.name!r} ({ep.value}) could not be "
+                          f"loaded: {e}", stacklevel=2)
+
+
+def method_names() -> list[str]:
+    """Every registered method (the package's, then entry points'), in registration order."""
+    load_entry_points()
+    return list(REGISTRY)
+
+
+def resolve_method(method: str | type[Editor]) -> type[Editor]:
+    """The editor class for ``method``: a registered name, an ``Editor`` subclass, ``module:Class`` (a module
+    on the path) or ``path/to/file.py:Class``. Classes from outside are registered (so ``load`` finds
+    their saved editors). Errors say what was looked for."""
+    if isinstance(method, type):
+        if not issubclass(method, Editor):
+            raise ValueError(f"{method!r} is not a steerlens Editor subclass")
+        if method.method in REGISTRY and REGISTRY[method.method] is not method and method.method != "base":
+            raise ValueError(f"Another editor class is registered as {method.method!r} "
+                             f"({REGISTRY[method.method].__module__}.{REGISTRY[method.method].__qualname__}); "
+                             "give yours another `method` name")
+        return register(method) if REGISTRY.get(method.method) is not method else method
+    if not isinstance(method, str) or not method.strip():
+        raise ValueError(f"A method is a name, an Editor subclass or 'module:Class', not {method!r}")
+    if method in REGISTRY:
+        return REGISTRY[method]
+    load_entry_points()
+    if method in REGISTRY:
+        return REGISTRY[method]
+    if ":" not in method:
+        raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(REGISTRY)}, or name your own "
+                         "editor class as module:Class or path/to/file.py:Class")
+    where, _, name = method.rpartition(":")
+    module = _import_module(where)
+    cls = getattr(module, name, None)
+    if cls is None:
+        raise ValueError(f"{where} has no {name!r} (method {method!r})")
+    if not isinstance(cls, type) or not issubclass(cls, Editor):
+        raise ValueError(f"{method!r} is not a steerlens Editor subclass")
+    return resolve_method(cls)
+
+
+def _import_module(where: str) -> Any:
+    """A module by dotted name, or from a ``.py`` file path."""
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        path = Path(where).expanduser()
+        if not path.is_file():
+            raise ValueError(f"No Python file at {path} (from the method {where!r})")
+        name = f"steerlens_user_{path.stem}_{abs(hash(str(path.resolve()))):x}"
+        if name in sys.modules:
+            return sys.modules[name]
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ValueError(f"Cannot import {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(where)
+    except ModuleNotFoundError as e:
+        raise ValueError(f"Cannot import module {where!r} ({e}); is it on the path (PYTHONPATH)?") from None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One declared tensor of a method: ``name`` is a fixed name (``"undesirable"``), a per-layer name with
+    ``{L}`` (``"vector.{L}"``) or a prefix ending in ``*`` (``"vf.*"``: any tensors under it, any shape).
+    ``shape``: sizes, ``"d_model"``, a symbol (the same size wherever it appears in the file, e.g. PaCE's
+    number of concepts ``"k"``) or ``"*"`` (any size); ``None``: any shape. ``dtype``: ``"float"`` or ``"bool"``."""
+
+    name: str
+    shape: tuple[int | str, ...] | None = None
+    dtype: str = "float"
+    optional: bool = False
+
+
+def checked_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for an editor's fitting classmethods (under ``@classmethod``): keyword arguments named like a
+    declared setting are checked against it before any work, and passed on in their canonical form."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        declared = {s.name: s for s in (cls.settings_spec or ()) if s.type not in ("layers", "object")}
+        bound = signature.bind(cls, *args, **kwargs)
+        values = {k: v for k, v in bound.arguments.items() if k in declared}
+        checked = check_settings([declared[k] for k in values], values, cls.method, recipe=None)
+        bound.arguments.update(checked)
+        return fn(*bound.args, **bound.kwargs)
+
+    return wrapper
 
 
 def resid_hook_name(layer: int) -> str:
@@ -125,11 +257,54 @@ class Editor:
     """
 
     method: ClassVar[str] = "base"
+    # Declarations (see the module docstring). ``settings_spec = None``: the settings are not declared, so
+    # ``--set`` takes none and saved settings are not checked; ``tensor_spec = None``: tensors not checked.
+    settings_spec: ClassVar[tuple[Setting, ...] | None] = None
+    tensor_spec: ClassVar[tuple[TensorSpec, ...] | None] = None
+    # per task: the recipe's defaults that differ from the declared ones
+    task_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    # the tasks the recipe supports (None: every task)
+    tasks: ClassVar[tuple[str, ...] | None] = None
+    # ``steerlens demo``: the demo tasks this method is shown on (task -> what to notice), and those where it is
+    # shown as a reference beside them
+    demo_notes: ClassVar[dict[str, str]] = {}
+    demo_reference: ClassVar[tuple[str, ...]] = ()
+    # cache key: does the fit read the evaluated generation length (rollouts), or the shipped data even when
+    # the user gives training data (a shipped concept list)?
+    generation_length_in_key: ClassVar[bool] = False
+    reads_shipped_data: ClassVar[bool] = False
 
     model: ModelSpec
     layers: list[int]
     settings: dict[str, Any] = field(default_factory=dict)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.settings_spec is not None:  # the saved settings, checked wherever an editor is made or loaded
+            self.settings.update(check_settings(self.settings_spec, self.settings, self.method, recipe=False,
+                                                warn=False))
+
+    # -- the recipe ---------------------------------------------------------------------------------------
+    @classmethod
+    def task_settings(cls, task: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The recipe's settings for ``task``: the declared defaults, this method's ``task_defaults[task]``,
+        then ``overrides``, checked (``SettingError`` on an unknown name or a disallowed value). Layers are
+        for a 30-layer model (the harness scales them to the model's depth)."""
+        if cls.tasks is not None and task not in cls.tasks:
+            raise ValueError(f"{cls.method} has no recipe for task {task!r}; it supports {', '.join(cls.tasks)}")
+        spec = cls.settings_spec or ()
+        out = {s.name: s.default for s in spec if s.recipe}
+        out.update(cls.task_defaults.get(task, {}))
+        out.update(check_settings(spec, overrides or {}, cls.method))
+        return out
+
+    @classmethod
+    def for_task(cls, model: Any, task: Any, settings: dict[str, Any]) -> Editor:
+        """Fit this method for ``task`` (a ``steerlens.tasks.Task``: the training rows, contrast pairs,
+        rollouts, reward and undesirability) with the checked ``settings`` (``task_settings``). What
+        ``steerlens eval``, ``sweep`` and ``bench`` call; a method from outside steerlens defines it too."""
+        raise NotImplementedError(f"{cls.__name__} has no task recipe: define the classmethod "
+                                  "for_task(cls, model, task, settings) to use it with eval, sweep and bench")
 
     # -- the hook contract ------------------------------------------------------------------------
     def hook_name(self, layer: int) -> str:
@@ -316,7 +491,16 @@ class Editor:
         klass = REGISTRY[method]
         if cls is not Editor and klass is not cls:
             raise ValueError(f"{meta_path} holds a {method!r} editor, not {cls.method!r}; use Editor.load")
-        tensors = _read_tensors(path / "tensors.safetensors", meta["layers"], int(meta["model"]["d_model"]))
+        if klass.settings_spec is not None:
+            try:
+                check_settings(klass.settings_spec, meta["settings"], method, recipe=False, warn=False)
+            except SettingError as e:
+                raise SettingError(f"{meta_path}: {e}. The file was edited or written by another version: "
+                                   "fit and save the editor again") from None
+        d_model = int(meta["model"]["d_model"])
+        tensors = _read_tensors(path / "tensors.safetensors", meta["layers"], d_model)
+        if klass.tensor_spec is not None:
+            check_tensors(klass, tensors, meta["layers"], d_model, path)
         editor = klass(model=ModelSpec(**meta["model"]), layers=meta["layers"], settings=meta["settings"],
                        tensors=tensors)
         if model is not None:
@@ -342,6 +526,8 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
     if version > FORMAT_VERSION:
         raise ValueError(f"{meta_path} was written by a newer steerlens (format {version}; this one reads up to "
                          f"{FORMAT_VERSION}); upgrade steerlens")
+    if meta.get("method") not in REGISTRY:
+        load_entry_points()
     if meta.get("method") not in REGISTRY:
         raise bad(f"method {meta.get('method')!r} is not one of {sorted(REGISTRY)}")
     spec = meta.get("model")
@@ -386,54 +572,53 @@ def _read_tensors(file: Path, layers: list[int], d_model: int) -> dict[str, torc
 _MODEL_DIM_TENSORS = {"vector", "basis", "u_pos", "u_neg", "atoms"}
 
 
-# -- prompt vs generated positions -------------------------------------------------------------------------
-@dataclass
-class PromptSpan:
-    """Where the prompt ends, for editors that edit only prompt or only generated positions.
-
-    ``prompt_length``: positions ``< prompt_length`` are the (left-padded) prompt; ``offset``: the absolute
-    position of the first position of the current forward pass (0 for a full pass, the cache length
-    during KV-cached decoding). ``steerlens.generate`` keeps both up to date.
-    """
-
-    prompt_length: int
-    offset: int = 0
-
-
-_SPAN: ContextVar[PromptSpan | None] = ContextVar("steerlens_prompt_span", default=None)
-POSITIONS = ("all", "prompt", "generated")
-
-
-@contextmanager
-def prompt_span(prompt_length: int) -> Iterator[PromptSpan]:
-    """Declare where the prompt ends for the forward passes inside the block (see ``PromptSpan``).
-
-    ``steerlens.generate`` does this itself; use it around ``run_with_hooks`` on prompt + response
-    tokens so a ``positions="generated"`` editor edits only the response.
-    """
-    if prompt_length < 0:
-        raise ValueError(f"prompt_length must be >= 0, got {prompt_length}")
-    span = PromptSpan(int(prompt_length))
-    token = _SPAN.set(span)
-    try:
-        yield span
-    finally:
-        _SPAN.reset(token)
-
-
-def position_mask(positions: str, n_pos: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``[n_pos]`` bool: which positions of the current forward pass an editor with ``positions`` edits."""
-    if positions not in POSITIONS:
-        raise ValueError(f"positions must be one of {POSITIONS}, not {positions!r}")
-    if positions == "all":
-        return torch.ones(n_pos, dtype=torch.bool, device=device)
-    span = _SPAN.get()
-    if span is None:
-        raise RuntimeError(f"positions={positions!r} needs to know where the prompt ends: generate with "
-                           "steerlens.generate, or wrap the forward pass in "
-                           "`with steerlens.editing.prompt_span(prompt_length):`")
-    generated = torch.arange(span.offset, span.offset + n_pos, device=device) >= span.prompt_length
-    return generated if positions == "generated" else ~generated
+def check_tensors(klass: type[Editor], tensors: dict[str, torch.Tensor], layers: list[int], d_model: int,
+                  where: Path | str) -> None:
+    """Refuse tensors that do not fit ``klass.tensor_spec``: a missing required tensor, a name the method does
+    not declare, a wrong shape (``d_model`` and the method's own sizes, consistent across tensors) or dtype.
+    The error names the folder, the method and each missing or unexpected tensor."""
+    spec = klass.tensor_spec or ()
+    expected: dict[str, TensorSpec] = {}
+    prefixes = [s for s in spec if s.name.endswith("*")]
+    for s in spec:
+        if "{L}" in s.name:
+            expected.update({s.name.replace("{L}", str(layer)): s for layer in layers})
+        elif not s.name.endswith("*"):
+            expected[s.name] = s
+    missing = sorted(n for n, s in expected.items() if n not in tensors and not s.optional)
+    missing += [s.name for s in prefixes if not s.optional and not any(n.startswith(s.name[:-1]) for n in tensors)]
+    unexpected = sorted(n for n in tensors
+                        if n not in expected and not any(n.startswith(s.name[:-1]) for s in prefixes))
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected)}")
+    sizes: dict[str, int] = {}
+    for name, t in tensors.items():
+        s = expected.get(name)
+        if s is None:
+            continue
+        if (s.dtype == "bool") != (t.dtype == torch.bool):
+            problems.append(f"{name} has dtype {t.dtype}, not {s.dtype}")
+            continue
+        if s.shape is None:
+            continue
+        want = [d_model if d == "d_model" else d for d in s.shape]
+        ok = len(want) == t.dim()
+        for want_d, got in zip(want, t.shape, strict=False):
+            if not ok:
+                break
+            if isinstance(want_d, int):
+                ok = want_d == got
+            elif want_d != "*":
+                ok = sizes.setdefault(want_d, int(got)) == got
+        if not ok:
+            shown = ", ".join(str(d) for d in s.shape)
+            problems.append(f"{name} has shape {tuple(t.shape)}, not [{shown}] (d_model={d_model})")
+    if problems:
+        raise ValueError(f"{where}: its tensors do not fit a {klass.method!r} editor: {'; '.join(problems)}. Was "
+                         "editor.json edited, or the folder saved by another method? Fit and save the editor again")
 
 
 SINK_FACTOR = 4.0

@@ -17,6 +17,24 @@ import torch
 
 from .generation import left_pad
 
+# The modules of the ``eval`` extra (``pip install "steerlens[eval]"``): module -> its PyPI name.
+EVAL_MODULES = {"profanity_check": "alt-profanity-check", "vaderSentiment": "vaderSentiment",
+                "sklearn": "scikit-learn"}
+
+
+class MissingExtra(ValueError):
+    """An optional dependency a command needs is not installed (the message says what to install)."""
+
+
+def require_evaluators(what: str = "this command") -> None:
+    """Refuse, in one line and before any work, when the offline evaluators (the ``eval`` extra) are missing."""
+    import importlib.util
+
+    missing = [pkg for mod, pkg in EVAL_MODULES.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        raise MissingExtra(f"{what} scores text with the offline evaluators, which are not installed "
+                           f"({', '.join(missing)}): run  pip install \"steerlens[eval]\"")
+
 
 def offensive_prob(texts: Sequence[str]) -> list[float]:
     from profanity_check import predict_prob

@@ -10,14 +10,14 @@ token. Hooks added with ``model.hooks`` / ``editor.apply`` are active during the
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
-from .editing import prompt_span
+from .context import prompt_span
 
 Message = dict[str, str]
 
@@ -174,8 +174,10 @@ def generate_tokens(
     seed: int | None = None,
     use_cache: bool = True,
     stop_token_ids: Sequence[int] | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> list[list[int]]:
-    """Generate from left-padded ``tokens``; returns each row's new token ids (end token excluded)."""
+    """Generate from left-padded ``tokens``; returns each row's new token ids (end token excluded).
+    ``on_step`` is called after each decoding step (a progress bar's update)."""
     if max_new_tokens < 0:
         raise ValueError("max_new_tokens must be >= 0")
     device = _device(model)
@@ -211,6 +213,8 @@ def generate_tokens(
             else:  # TransformerLens' cache keeps its own mask; the HF cache under a bridge needs the whole one
                 logits = next_token_logits(model, step_tokens, full_mask if bridge else step_mask, cache)
             nxt = _sample(logits, do_sample, temperature, top_p, generator)
+            if on_step is not None:
+                on_step()
             finished_now = torch.isin(nxt, stop) if len(stop) else torch.zeros_like(done)
             for i in range(batch):
                 if not done[i] and not finished_now[i]:
@@ -238,6 +242,7 @@ def generate(
     use_cache: bool = True,
     batch_size: int = 8,
     progress: bool = False,
+    desc: str = "generating",
 ) -> list[str]:
     """Generate continuations for prompts, batched; returns the decoded new text only.
 
@@ -246,6 +251,7 @@ def generate(
             (``chat=False``), or conversations as lists of ``{"role", "content"}`` dicts.
         system: optional system prompt (chat only).
         do_sample, temperature, top_p, seed: greedy by default; sampling is seeded when ``seed`` is set.
+        progress, desc: a progress bar (decoding steps of every batch), labelled ``desc``.
 
     Example:
         >>> with editor.apply(model):
@@ -258,14 +264,17 @@ def generate(
     texts = [format_chat(model.tokenizer, p, system) if chat else _as_text(p) for p in items]
     outs: list[str] = []
     starts = range(0, len(texts), batch_size)
-    for start in tqdm(starts, desc="generating", disable=not progress, unit="batch"):
-        tokens, mask = encode(model, texts[start:start + batch_size])
-        check_context(model, mask.sum(-1).tolist(), max_new_tokens,
-                      [f"Prompt {start + i + 1}" for i in range(tokens.shape[0])])
-        seed_i = None if seed is None else seed + start
-        ids = generate_tokens(model, tokens, mask, max_new_tokens, do_sample, temperature, top_p, seed_i,
-                              use_cache)
-        outs.extend(model.tokenizer.decode(x, skip_special_tokens=True) for x in ids)
+    with tqdm(total=len(starts) * max_new_tokens, desc=desc, disable=not progress, unit="step",
+              leave=False) as bar:
+        for start in starts:
+            tokens, mask = encode(model, texts[start:start + batch_size])
+            check_context(model, mask.sum(-1).tolist(), max_new_tokens,
+                          [f"Prompt {start + i + 1}" for i in range(tokens.shape[0])])
+            seed_i = None if seed is None else seed + start
+            ids = generate_tokens(model, tokens, mask, max_new_tokens, do_sample, temperature, top_p, seed_i,
+                                  use_cache, on_step=lambda: bar.update(1))
+            bar.update(max_new_tokens * (start // batch_size + 1) - bar.n)  # rows that stopped early
+            outs.extend(model.tokenizer.decode(x, skip_special_tokens=True) for x in ids)
     return outs[0:1] if single else outs
 
 

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .editing import RandomDirectionControl
+from .editing import Editor, RandomDirectionControl
 from .evaluation import offensive_prob, response_nll, vader_compound
 from .harness import check_method, check_task, contexts_of, fit_editor, respond, settings_for
+from .settings import parse_value
 from .stats import paired_interval, perplexity_ratio_interval
 
 METRICS = {"detox": ("offensive_prob", offensive_prob), "sentiment": ("vader_compound", vader_compound)}
@@ -38,12 +39,7 @@ def parse_sweep(item: str) -> tuple[str, list[Any]]:
         else:
             cur += ch
     parts.append(cur)
-    out = []
-    for p in parts:
-        try:
-            out.append(json.loads(p))
-        except json.JSONDecodeError:
-            out.append(p.strip())
+    out = [parse_value(p) for p in parts]
     if len(out) < 1 or any(p == "" for p in out):
         raise ValueError(f"--sweep {item!r}: an empty value")
     return key.strip(), out
@@ -56,31 +52,46 @@ def score_responses(model: Any, task: str, contexts: Sequence[str], gens: Sequen
     return {"metric": list(METRICS[task][1](gens)), "nll": nll, "count": count, "generations": list(gens)}
 
 
-def run_sweep(model: Any, method: str, task: str, rows: Sequence[dict], key: str, values: Sequence[Any],
-              fixed: dict[str, Any] | None = None, max_new_tokens: int = 48, out: str | Path | None = None,
-              progress: bool = True, control: bool = False, control_seed: int = 0) -> dict[str, Any]:
+def run_sweep(model: Any, method: str | type[Editor] | Editor, task: str, rows: Sequence[dict], key: str,
+              values: Sequence[Any], fixed: dict[str, Any] | None = None, max_new_tokens: int = 48,
+              out: str | Path | None = None, progress: bool = True, control: bool = False,
+              control_seed: int = 0) -> dict[str, Any]:
     """Sweep ``key`` over ``values`` (other settings: the defaults, updated by ``fixed``); returns and, with
     ``out``, writes ``sweep.json``, ``table.md`` and ``frontier.png``.
+
+    ``method``: a name, an ``Editor`` subclass or ``module:Class`` (fitted once per value by its recipe), or a
+    fitted editor, whose only sweepable key is ``"strength"`` (``editor.apply(model, strength=v)``: 0 is the
+    unsteered model, 1 the fitted edit).
 
     ``control``: for each value, also run ``editing.RandomDirectionControl`` of that editor (the same size
     of edit at every layer and token, in a fixed random direction) and score it the same way, under
     ``row["control"]``: what the method's effect owes to its direction rather than to the perturbation."""
-    _check_scorable([method], task, rows)
+    cls = _check_scorable([method], task, rows)[0]
     fixed = dict(fixed or {})
-    for v in values:
-        settings_for(method, task, None, {**fixed, key: v})  # unknown keys refused before any work
+    fitted = method if isinstance(method, Editor) else None
+    if fitted is not None:
+        if key != "strength" or fixed:
+            raise ValueError("A fitted editor can only be swept over 'strength'; pass its class or name to sweep "
+                             f"{key!r}")
+        values = [_strength(v) for v in values]
+    else:
+        values = [settings_for(cls, task, None, {**fixed, key: v})[key] for v in values]  # checked before any work
     contexts = contexts_of(model, rows)
     base, scored = _scoring(model, task, rows, contexts, max_new_tokens, progress)
     name = METRICS[task][0]
 
     table = []
     for v in values:
-        editor = fit_editor(model, method, task, settings={**fixed, key: v}, progress=progress)
-        row = {"value": v, **scored(editor)}
+        label = f"{cls.method} {key}={json.dumps(v)}"
+        if fitted is not None:
+            editor, strength = fitted, float(v)
+        else:
+            editor, strength = fit_editor(model, cls, task, settings={**fixed, key: v}, progress=progress), 1.0
+        row = {"value": v, **scored(editor, label, strength)}
         if control:
-            row["control"] = scored(RandomDirectionControl(editor, seed=control_seed))
+            row["control"] = scored(RandomDirectionControl(editor, seed=control_seed), label + " control", strength)
         table.append(row)
-    result = {"method": method, "task": task, "key": key, "fixed": fixed, "n": len(rows), "metric": name,
+    result = {"method": cls.method, "task": task, "key": key, "fixed": fixed, "n": len(rows), "metric": name,
               "unsteered": {name: sum(base["metric"]) / len(rows), "scores": base}, "rows": table,
               "control": {"kind": "random-direction", "seed": control_seed} if control else None}
     if out is not None:
@@ -88,15 +99,22 @@ def run_sweep(model: Any, method: str, task: str, rows: Sequence[dict], key: str
     return result
 
 
-def _check_scorable(methods: Sequence[str], task: str, rows: Sequence[dict]) -> None:
-    """Refuse, before any work, an unknown method or task, a task scored without generations, no prompts."""
-    for m in methods:
-        check_method(m)
+def _strength(v: Any) -> float:
+    from .editing import check_strength
+
+    return check_strength(v)
+
+
+def _check_scorable(methods: Sequence[Any], task: str, rows: Sequence[dict]) -> list[type[Editor]]:
+    """Refuse, before any work, an unknown method or task, a task scored without generations, no prompts;
+    returns the methods' classes."""
+    classes = [check_method(m) for m in methods]
     check_task(task)
     if task not in METRICS:
         raise ValueError(f"sweep scores generations; task {task!r} has no text metric (use detox or sentiment)")
     if not rows:
         raise ValueError("The prompt set is empty")
+    return classes
 
 
 def _scoring(model: Any, task: str, rows: Sequence[dict], contexts: Sequence[str], max_new_tokens: int,
@@ -106,13 +124,15 @@ def _scoring(model: Any, task: str, rows: Sequence[dict], contexts: Sequence[str
     A prompting editor's system prompt is used for generation; perplexity is always under the plain prompt."""
     name = METRICS[task][0]
     t0 = time.perf_counter()
-    base = score_responses(model, task, contexts, respond(model, rows, max_new_tokens, progress=progress))
+    base = score_responses(model, task, contexts, respond(model, rows, max_new_tokens, progress=progress,
+                                                          desc="unsteered"))
     base["seconds"] = time.perf_counter() - t0
 
-    def scored(editor: Any) -> dict[str, Any]:
+    def scored(editor: Any, label: str = "steered", strength: float = 1.0) -> dict[str, Any]:
         t0 = time.perf_counter()
-        with editor.apply(model):
-            gens = respond(model, rows, max_new_tokens, system=getattr(editor, "system", None), progress=progress)
+        with editor.apply(model, strength=strength):
+            gens = respond(model, rows, max_new_tokens, system=getattr(editor, "system", None), progress=progress,
+                           desc=label)
         seconds = time.perf_counter() - t0
         s = score_responses(model, task, contexts, gens)
         lo, hi = paired_interval(base["metric"], s["metric"], statistic="difference")
@@ -125,15 +145,17 @@ def _scoring(model: Any, task: str, rows: Sequence[dict], contexts: Sequence[str
     return base, scored
 
 
-def run_methods(model: Any, methods: Sequence[str], task: str, rows: Sequence[dict], max_new_tokens: int = 48,
-                out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+def run_methods(model: Any, methods: Sequence[str | type[Editor] | Editor], task: str, rows: Sequence[dict],
+                max_new_tokens: int = 48, out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Several methods at their defaults (``harness.fit_editor``: shipped editors load, nothing is refitted) on
     one prompt set, each scored against the unsteered model as ``run_sweep`` scores a value: the same table
-    and frontier, one row per method (``key`` is ``"method"``)."""
-    _check_scorable(methods, task, rows)
+    and frontier, one row per method (``key`` is ``"method"``). A method is a name, an ``Editor`` subclass,
+    ``module:Class`` or a fitted editor."""
+    classes = _check_scorable(methods, task, rows)
     base, scored = _scoring(model, task, rows, contexts_of(model, rows), max_new_tokens, progress)
     name = METRICS[task][0]
-    table = [{"value": m, **scored(fit_editor(model, m, task, progress=progress))} for m in methods]
+    table = [{"value": cls.method, **scored(fit_editor(model, m, task, progress=progress), cls.method)}
+             for m, cls in zip(methods, classes, strict=True)]
     result = {"method": "methods", "task": task, "key": "method", "fixed": {}, "n": len(rows), "metric": name,
               "unsteered": {name: sum(base["metric"]) / len(rows), "scores": base}, "rows": table, "control": None}
     if out is not None:

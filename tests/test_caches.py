@@ -120,17 +120,17 @@ class TestTwoProcesses:
 
 @pytest.mark.integration
 def test_interrupted_recontrol_fit_resumes_from_its_rollouts(tiny_chat, tmp_path, monkeypatch):
-    from steerlens import harness
+    from steerlens import harness, tasks
     from steerlens.methods import recontrol
 
     monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
     settings = {"epochs": 1, "samples": 1}
-    real_train, real_rollout, rollouts = recontrol.fit_value, recontrol.rollout, []
+    real_train, real_rollout, rollouts = recontrol.fit_value, tasks.rollout, []
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(recontrol, "rollout", lambda *a, **k: rollouts.append(1) or real_rollout(*a, **k))
+    monkeypatch.setattr(tasks, "rollout", lambda *a, **k: rollouts.append(1) or real_rollout(*a, **k))
     monkeypatch.setattr(recontrol, "fit_value", interrupted)
     with pytest.raises(KeyboardInterrupt):
         harness.fit_editor(tiny_chat, "recontrol", "sentiment", max_new_tokens=4, settings=settings, progress=False)

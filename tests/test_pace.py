@@ -64,7 +64,7 @@ class TestRemoval:
         assert ed.settings["concepts"] == ["c0", "c1", "c2", "c3", "c10"]
         assert ed.tensors["undesirable"].tolist() == [False, True, False, False, True]
         torch.testing.assert_close(ed.tensors["atoms.1"][:, 4], dic.unit_atoms(1)[:, 10])
-        with pytest.raises(ValueError, match="at least 1"):
+        with pytest.raises(ValueError, match="'n_concepts' = 0 is not allowed: it must be an integer >= 1"):
             PaCEEditor.from_dictionary(dic, "t", [1], n_concepts=0)
 
     def test_centred_atoms_span_the_raw_atoms(self, tiny):
@@ -119,7 +119,7 @@ class TestPositions:
         eds = self.editors(tiny)
         with pytest.raises(RuntimeError, match="where the prompt ends"):
             eds["generated"].hook_fn(1)(torch.randn(1, 3, 32), None)
-        with pytest.raises(ValueError, match="positions must be one of"):
+        with pytest.raises(ValueError, match="'positions' = \"last\" is not allowed: it must be one of"):
             PaCEEditor.from_dictionary(self.dic(tiny), "t", [1], positions="last")
 
     @pytest.mark.parametrize("positions", ["prompt", "generated"])

@@ -51,7 +51,7 @@ def test_sweep_on_a_tiny_model(tiny_chat, tmp_path):
     assert "| 5.0 |" in (tmp_path / "table.md").read_text() and "| 5.0 |" in format_table(result)
     with pytest.raises(ValueError, match="no text metric"):
         run_sweep(tiny_chat, "actadd", "truthfulqa", rows, "alpha", [0.1])
-    with pytest.raises(ValueError, match="Unknown setting"):
+    with pytest.raises(ValueError, match="unknown setting"):
         run_sweep(tiny_chat, "actadd", "sentiment", rows, "alpah", [0.1])
 
 
@@ -74,7 +74,7 @@ def test_cli_refuses_bad_sweeps_before_loading_a_model(tmp_path, capsys):
     prompts.write_text('{"prompt": "hi"}\n')
     assert main(["sweep", "--method", "actadd", "--task", "sentiment", "--prompts", str(prompts),
                  "--sweep", "alpah=1,2"]) == 2
-    assert "Unknown setting" in capsys.readouterr().err
+    assert "unknown setting" in capsys.readouterr().err
     assert main(["sweep", "--method", "actadd", "--task", "sentiment", "--prompts", str(prompts),
                  "--sweep", "alpha"]) == 2
     assert "--sweep expects" in capsys.readouterr().err

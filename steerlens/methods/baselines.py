@@ -19,12 +19,21 @@ from ..editing import (
     Editor,
     HookFn,
     ModelSpec,
+    TensorSpec,
     check_finite,
     check_layers,
+    checked_settings,
     register,
     resid_hook_name,
     sink_threshold,
 )
+from ..settings import Setting
+
+LAYERS_HELP = "the layers whose residual stream is edited (blocks.L.hook_resid_post)"
+# how the contrast texts are read (the task decides: the last token for TruthfulQA's answers, else the mean)
+POSITION = Setting("position", "str", "mean", "where each contrast text is read", choices=("mean", "last"),
+                   recipe=False)
+SINK_NORM = TensorSpec("sink_norm.{L}", (), optional=True)
 
 
 @register
@@ -32,10 +41,17 @@ class IdentityEditor(Editor):
     """Hooks that return the activation unchanged: the unsteered model, with the hook overhead."""
 
     method = "none"
+    settings_spec = ()
+    tensor_spec = ()
 
     @classmethod
     def fit(cls, model: Any, layers: Sequence[int] = (-1,)) -> IdentityEditor:
         return cls(model=ModelSpec.of(model), layers=check_layers(list(layers), model.cfg.n_layers))
+
+    @classmethod
+    def for_task(cls, model: Any, task: Any, settings: dict[str, Any]) -> IdentityEditor:
+        """Every layer, unchanged: the unsteered model with the hooks' overhead."""
+        return cls.fit(model, layers=list(range(model.cfg.n_layers)))
 
     def hook_fn(self, layer: int) -> HookFn:
         def identity(act: torch.Tensor, hook: Any) -> torch.Tensor:
@@ -61,8 +77,26 @@ class ActAdd(Editor):
     """
 
     method = "actadd"
+    settings_spec = (
+        Setting("layers", "layers", [15], LAYERS_HELP, saved=False),
+        Setting("alpha", "float", 0.3, "the added vector's length in units of the median activation norm",
+                extreme=1.0, extreme_note="the edit moves the activation by more than its own norm"),
+        POSITION,
+    )
+    tensor_spec = (TensorSpec("vector.{L}", ("d_model",)), SINK_NORM)
+    task_defaults = {"truthfulqa": {"layers": list(range(10, 30)), "alpha": 0.05}}
+    demo_reference = ("detox", "sentiment")
 
     @classmethod
+    def for_task(cls, model: Any, task: Any, settings: dict[str, Any]) -> ActAdd:
+        """The mean difference of the task's contrast texts (``Task.contrast_texts``), read at the task's
+        position."""
+        pos, neg = task.contrast_texts()
+        return cls.fit(model, pos, neg, layers=settings["layers"], alpha=settings["alpha"],
+                       position=task.contrast_position, progress=task.progress)
+
+    @classmethod
+    @checked_settings
     def fit(cls, model: Any, positive: Sequence[str], negative: Sequence[str], layers: Sequence[int] = (15,),
             alpha: float = 0.3, position: str = "mean", chat: bool = False, progress: bool = True) -> ActAdd:
         layers = check_layers(list(layers), model.cfg.n_layers)
@@ -112,8 +146,19 @@ class OrthoProj(Editor):
     """Directional ablation: remove the component along the undesirable direction ``mean(H-) - mean(H+)``."""
 
     method = "orthoproj"
+    settings_spec = (Setting("layers", "layers", list(range(10, 30)), LAYERS_HELP, saved=False), POSITION)
+    tensor_spec = (TensorSpec("basis.{L}", ("d_model", "*")), SINK_NORM)
+    demo_reference = ("sentiment",)
 
     @classmethod
+    def for_task(cls, model: Any, task: Any, settings: dict[str, Any]) -> OrthoProj:
+        """Ablate the direction from the task's positive to its negative contrast texts."""
+        pos, neg = task.contrast_texts()
+        return cls.fit(model, pos, neg, layers=settings["layers"], position=task.contrast_position,
+                       progress=task.progress)
+
+    @classmethod
+    @checked_settings
     def fit(cls, model: Any, positive: Sequence[str], negative: Sequence[str], layers: Sequence[int] = (15,),
             position: str = "mean", chat: bool = False, progress: bool = True) -> OrthoProj:
         layers = check_layers(list(layers), model.cfg.n_layers)
@@ -144,6 +189,14 @@ class PromptEditor(Editor):
     """
 
     method = "prompt"
+    settings_spec = (Setting("system", "str", None, "the system prompt", recipe=False),)
+    tensor_spec = ()
+    demo_reference = ("detox", "sentiment", "truthfulness")
+
+    @classmethod
+    def for_task(cls, model: Any, task: Any, settings: dict[str, Any]) -> PromptEditor:
+        """The task's system prompt (``Task.system_prompt``)."""
+        return cls.fit(model, task.system_prompt)
 
     @classmethod
     def fit(cls, model: Any, system: str) -> PromptEditor:

@@ -38,8 +38,10 @@ from ..editing import (
     Editor,
     HookFn,
     ModelSpec,
+    TensorSpec,
     check_finite,
     check_layers,
+    checked_settings,
     position_mask,
     register,
     resid_hook_name,
@@ -47,6 +49,7 @@ from ..editing import (
 )
 from ..files import atomic_file, cache_lock
 from ..generation import encode
+from ..settings import Setting
 from ..solvers import Dictionary, elastic_net, lasso, omp
 
 Solver = Literal["enet", "lasso", "omp"]
@@ -334,6 +337,8 @@ def _matches_shipped(path: Path, model: Any) -> bool:
 
 
 TASK_GROUPS = {"detox": "toxicity", "sentiment": "negative_sentiment", "truthfulqa": "falsehood"}
+# which concepts a task's partition marks undesirable: the curated list, the task's offline classifier, or both
+PARTITIONS = ("curated", "classifier", "union")
 
 
 def tagged_concepts(group: str) -> list[str]:
@@ -433,8 +438,68 @@ class PaCEEditor(Editor):
     """
 
     method = "pace"
+    settings_spec = (
+        Setting("layers", "layers", [9, 15, 21], "the layers whose residual stream is edited", saved=False),
+        Setting("alpha", "float", 0.05, "the elastic net's penalty (paper: 0.05)", low=0.0, open_low=True),
+        Setting("l1_ratio", "float", 0.95, "the elastic net's L1 share (paper: 0.95)", low=0.0, high=1.0),
+        Setting("n_concepts", "int", None, "the first N concepts of the dictionary (null: all)", low=1,
+                optional=True, saved=False),
+        Setting("centre", "bool", True, "atoms as the mean atom plus each concept's own part"),
+        Setting("positions", "str", "all", "which positions are edited", choices=POSITIONS),
+        Setting("stimuli", "str", "frames", "the concepts' stimuli: frames, model, or a JSONL path", saved=False),
+        Setting("atom_position", "str", "last", "where each stimulus is read", choices=("last", "mean", "word"),
+                saved=False),
+        Setting("expand", "int", 0, "add each undesirable concept's N nearest neighbours to the partition", low=0,
+                saved=False),
+        Setting("partition", "str", "curated", "which concepts are undesirable", choices=PARTITIONS, saved=False),
+        Setting("solver", "str", "enet", "the sparse coder", choices=("enet", "lasso", "omp"), recipe=False),
+        Setting("n_nonzero", "int", 32, "OMP's number of atoms", low=1, recipe=False),
+        Setting("task", "str", None, "the dictionary partition removed", recipe=False),
+        Setting("concepts", "strings", None, "the atoms' concept names", recipe=False),
+    )
+    tensor_spec = (TensorSpec("undesirable", ("k",), dtype="bool"), TensorSpec("atoms.{L}", ("d_model", "k")),
+                   TensorSpec("sink_norm.{L}", (), optional=True))
+    # detox: the model-written stimuli read at the concept word, the curated concepts plus their 25 nearest
+    # neighbours, at six layers (chosen on data/detox/dev.jsonl, benchmarks/pace_detox.py); removed at every
+    # position, prompt and response (chosen by 5-fold cross-validation on the 600 prompts of data/detox/cv.jsonl
+    # against the prompt-only, classifier and union partitions, benchmarks/pace_cv.py).
+    task_defaults = {"detox": {"stimuli": "model", "atom_position": "word", "expand": 25, "positions": "all",
+                               "layers": [6, 9, 12, 15, 18, 21]}}
+    reads_shipped_data = True  # the concept list, whatever the training rows
+    demo_notes = {"detox": (
+        "PaCE removes only the concepts its partition marks undesirable and keeps the rest of each activation; "
+        "its line names the concepts it took out. Its detox default edits every token, the prompt's and the "
+        "answer's, at six layers (the README's PaCE section says how much that helps on prompts it was not "
+        "chosen on).")}
 
     @classmethod
+    def for_task(cls, model: Any, task: Any, settings: dict[str, Any]) -> PaCEEditor:
+        """The concept dictionary (shipped, cached or built), the task's partition (curated, labelled by the
+        task's offline classifier ``Task.undesirability``, or both), optionally expanded by nearest neighbours."""
+        s = settings
+        if not task.shipped:
+            print("pace: the training prompts are not used; PaCE removes the concepts the curated partition "
+                  "marks undesirable for the task (data/concepts/concepts.tsv)")
+        # the shipped layers (scaled to this model's depth) plus any the settings ask for
+        n = model.cfg.n_layers
+        layers = sorted({min(n - 1, round(la * n / 30)) for la in DEFAULT_LAYERS} | set(s["layers"]))
+        dic = default_dictionary(model, n_concepts=s["n_concepts"], layers=layers, stimuli=s["stimuli"],
+                                 position=s["atom_position"], progress=task.progress)
+        if task.name not in dic.partitions:
+            curated_partition(dic, task.name, tagged_concepts(TASK_GROUPS[task.name]))
+        if s["partition"] != "curated":  # labelled by the task's offline classifier (alone, or with the curated)
+            curated = list(dic.partitions[task.name])
+            scores = concept_scores(stimuli_texts(s["stimuli"]), task.undesirability)
+            classifier_partition(dic, task.name, scores)
+            if s["partition"] == "union":
+                dic.set_partition(task.name, curated + dic.partitions[task.name])
+        if s["expand"]:  # the curated concepts' nearest neighbours, at the dictionary's middle layer
+            expand_partition(dic, task.name, int(s["expand"]), sorted(dic.atoms)[len(dic.atoms) // 2])
+        return cls.from_dictionary(dic, task.name, layers=s["layers"], alpha=s["alpha"], l1_ratio=s["l1_ratio"],
+                                   centre=s["centre"], positions=s["positions"])
+
+    @classmethod
+    @checked_settings
     def from_dictionary(cls, dictionary: ConceptDictionary, task: str, layers: Sequence[int],
                         n_concepts: int | None = None, alpha: float = 0.05, l1_ratio: float = 0.95,
                         solver: Solver = "enet", n_nonzero: int = 32, centre: bool = True,

@@ -20,24 +20,31 @@ inference), do the same spectral step in phi-space, then map back with ``phi``'s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
 
 from ..activations import collect_activations
+from ..demonstrations import (  # noqa: F401  (re-exported: they were defined here)
+    Demonstrations,
+    facts_demonstrations,
+    pair_demonstrations,
+    truthfulqa_demonstrations,
+)
 from ..editing import (
     Editor,
     HookFn,
     ModelSpec,
+    TensorSpec,
     check_finite,
     check_layers,
+    checked_settings,
     register,
     resid_hook_name,
     sink_threshold,
 )
-from ..generation import format_chat, generate
+from ..settings import Setting
 
 FeatureMap = Literal["linear", "tanh", "elu", "sqexp"]
 TRUTHFULQA_NEUTRAL_TOKENS = 32  # neutral answer length used when K and layers were chosen on TruthfulQA
@@ -129,46 +136,6 @@ def phi_inverse(y: torch.Tensor, kind: FeatureMap, scale: torch.Tensor | float =
     return x * scale
 
 
-# -- demonstrations -------------------------------------------------------------------------------------
-@dataclass
-class Demonstrations:
-    """Prompts with a neutral (the model's own), a positive and a negative answer each.
-
-    ``chat=True`` renders prompts with the chat template (answers follow the assistant tag);
-    otherwise the prompt is raw text and answers continue it.
-    """
-
-    prompts: list[str]
-    positive: list[str]
-    negative: list[str]
-    neutral: list[str] | None = None
-    chat: bool = True
-
-    def __post_init__(self) -> None:
-        n = len(self.prompts)
-        if n == 0:
-            raise ValueError("No demonstrations")
-        if len(self.positive) != n or len(self.negative) != n or (self.neutral is not None and len(self.neutral) != n):
-            raise ValueError("prompts, positive, negative (and neutral) must have the same length")
-
-    def with_neutral(self, model: Any, max_new_tokens: int = 40, batch_size: int = 16,
-                     progress: bool = True) -> Demonstrations:
-        """Fill ``neutral`` with the model's own greedy answers (paper: neutral = model completion)."""
-        if self.neutral is not None:
-            return self
-        answers = generate(model, self.prompts, max_new_tokens=max_new_tokens, chat=self.chat,
-                           batch_size=batch_size, progress=progress)
-        return Demonstrations(self.prompts, self.positive, self.negative, [a.strip() for a in answers], self.chat)
-
-    def texts(self, model: Any, which: str) -> list[str]:
-        answers = {"positive": self.positive, "negative": self.negative, "neutral": self.neutral}[which]
-        if answers is None:
-            raise ValueError("Neutral answers missing: call demos.with_neutral(model) first")
-        prefix = [format_chat(model.tokenizer, p) if self.chat else p for p in self.prompts]
-        sep = "" if self.chat else " "
-        return [p + sep + a for p, a in zip(prefix, answers, strict=True)]
-
-
 def demonstration_activations(model: Any, demos: Demonstrations, layers: Sequence[int], batch_size: int = 16,
                               progress: bool = True) -> dict[str, dict[int, torch.Tensor]]:
     """``{"neutral"|"positive"|"negative": {layer: [n, d]}}`` at the last token of prompt + answer.
@@ -197,8 +164,41 @@ class SpectralEditor(Editor):
     """
 
     method = "sea"
+    settings_spec = (
+        Setting("layers", "layers", list(range(15, 30)), "the layers whose residual stream is edited", saved=False),
+        Setting("k", "float", 0.99, "the energy both subspaces keep (K+ = K-, paper Sec. 3.2)", low=0.0,
+                high=1.0, open_low=True, saved=False),
+        Setting("k_pos", "float", 0.99, "energy of the kept (positive) subspace", low=0.0, high=1.0, open_low=True,
+                recipe=False),
+        Setting("k_neg", "float", 0.99, "energy of the removed (negative) subspace", low=0.0, high=1.0,
+                open_low=True, optional=True, recipe=False),
+        Setting("feature_map", "str", "linear", "Phi-SEA's feature map", choices=("linear", "tanh", "elu", "sqexp"),
+                recipe=False),
+    )
+    tensor_spec = (TensorSpec("u_pos.{L}", ("d_model", "*")), TensorSpec("u_neg.{L}", ("d_model", "*")),
+                   TensorSpec("s_pos.{L}", ("*",)), TensorSpec("s_neg.{L}", ("*",)),
+                   TensorSpec("phi_scale.{L}", ("d_model",)), TensorSpec("sink_norm.{L}", (), optional=True))
+    task_defaults = {"truthfulqa": {"layers": list(range(10, 30)), "k": 0.998}}
+    demo_notes = {"truthfulness": (
+        "SEA projects every activation at layers 10-29 onto directions shared with true answers and off those "
+        "shared with false ones. Besides the answer, each line says whether the model scores the true answer "
+        "above every false one (log-probability margin), unsteered and steered: SEA's gain on held-out "
+        "TruthfulQA questions is a few points of accuracy, so most single questions move little.")}
 
     @classmethod
+    def for_task(cls, model: Any, task: Any, settings: dict[str, Any]) -> SpectralEditor:
+        """The task's contrast pairs as demonstrations; for TruthfulQA with the model's own neutral answers of
+        ``TRUTHFULQA_NEUTRAL_TOKENS`` tokens (as in ``benchmarks/sea_truthfulqa.py``, where K and the layers
+        were chosen)."""
+        demos = task.contrast_pairs()
+        if task.name == "truthfulqa":
+            demos = demos.with_neutral(model, max_new_tokens=TRUTHFULQA_NEUTRAL_TOKENS, batch_size=32,
+                                       progress=task.progress)
+        return cls.fit(model, demos, layers=settings["layers"], k_pos=settings["k"], k_neg=settings["k"],
+                       progress=task.progress)
+
+    @classmethod
+    @checked_settings
     def fit_activations(cls, spec: ModelSpec, acts: dict[str, dict[int, torch.Tensor]], layers: Sequence[int],
                         k_pos: float = 0.99, k_neg: float | None = 0.99,
                         feature_map: FeatureMap = "linear") -> SpectralEditor:
@@ -219,6 +219,7 @@ class SpectralEditor(Editor):
         return cls(model=spec, layers=list(layers), settings=settings, tensors=tensors)
 
     @classmethod
+    @checked_settings
     def fit(cls, model: Any, demos: Demonstrations, layers: Sequence[int] | None = None, k_pos: float = 0.998,
             k_neg: float | None = 0.998, feature_map: FeatureMap = "linear", progress: bool = True) -> SpectralEditor:
         """Generate neutral answers if missing, collect activations, and fit (paper Alg. 1).
@@ -279,66 +280,3 @@ class SpectralEditor(Editor):
         """``{layer: (k+, k-)}``: kept positive rank and removed negative rank per layer."""
         return {layer: (self.tensors[f"u_pos.{layer}"].shape[1], self.tensors[f"u_neg.{layer}"].shape[1])
                 for layer in self.layers}
-
-
-# -- demonstration builders -----------------------------------------------------------------------------
-def truthfulqa_demonstrations(rows: Sequence[dict[str, Any]], seed: int = 0,
-                              answers: str = "best") -> Demonstrations:
-    """From TruthfulQA rows (``load_truthfulqa``).
-
-    ``answers="best"``: one demonstration per question, best answer (+) and one incorrect answer (-).
-    ``answers="all"``: every correct and every incorrect answer is used; question q gives
-    ``max(#correct, #incorrect)`` demonstrations, pairing them in turn (the shorter list cycles).
-
-    Measured on SmolLM2-135M-Instruct (``benchmarks/sea_truthfulqa.py``, 2-fold CV on the development
-    split, layers 10-29): ``"all"`` (1,785 demonstrations) changed nothing (dMC1 -0.002 at K 99.8%,
-    +0.002 at K 99%) where ``"best"`` gave +0.045. The uncentred cross-covariances of Eq. 1 are dominated
-    by the direction all activations share, kept ranks fall to 1-2, and with more demonstrations the
-    kept positive and removed negative directions coincide, so the edit tends to the identity.
-    """
-    if answers not in ("best", "all"):
-        raise ValueError(f"answers must be 'best' or 'all', not {answers!r}")
-    g = torch.Generator().manual_seed(seed)
-    prompts, pos, neg = [], [], []
-    for r in rows:
-        if answers == "best":
-            prompts.append(r["question"])
-            pos.append(r["best"])
-            neg.append(r["incorrect"][int(torch.randint(len(r["incorrect"]), (1,), generator=g))])
-            continue
-        good = r.get("correct") or [r["best"]]
-        bad = r["incorrect"]
-        for i in range(max(len(good), len(bad))):
-            prompts.append(r["question"])
-            pos.append(good[i % len(good)])
-            neg.append(bad[i % len(bad)])
-    return Demonstrations(prompts, pos, neg, chat=True)
-
-
-def pair_demonstrations(positive: Sequence[str], negative: Sequence[str]) -> Demonstrations:
-    """From contrastive sentence pairs: the shared word prefix is the (raw) prompt, the rest the answers."""
-    prompts, pos, neg = [], [], []
-    for p, n in zip(positive, negative, strict=True):
-        pw, nw = p.split(), n.split()
-        k = 0
-        while k < min(len(pw), len(nw)) - 1 and pw[k] == nw[k]:
-            k += 1
-        k = max(k, 1)
-        prompts.append(" ".join(pw[:k]))
-        pos.append(" ".join(pw[k:]))
-        neg.append(" ".join(nw[k:]) if nw[:k] == pw[:k] else " ".join(nw))
-    return Demonstrations(prompts, pos, neg, chat=False)
-
-
-def facts_demonstrations(statements: Sequence[str], labels: Sequence[int], seed: int = 0) -> Demonstrations:
-    """From true/false statements: pair each true statement with a false one; prompt asks for a fact."""
-    true = [s for s, lab in zip(statements, labels, strict=True) if int(lab) == 1]
-    false = [s for s, lab in zip(statements, labels, strict=True) if int(lab) == 0]
-    n = min(len(true), len(false))
-    if n == 0:
-        raise ValueError("Need both true (1) and false (0) statements")
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(false), generator=g)[:n].tolist()
-    prompts = ["Tell me one true fact about the world."] * n
-    return Demonstrations(prompts, true[:n], [false[i] for i in order], chat=True)
-
