@@ -22,15 +22,24 @@ def test_demo_code_path_on_the_tiny_model(tiny_chat, tmp_path, monkeypatch):
         rows = result["tasks"][name]["rows"]
         assert len(rows) == len(spec.prompts)
         for row in rows:
-            assert set(row["steered"]) == set(spec.methods)
+            assert set(row["steered"]) == set(spec.methods(name))
             assert all(got["how"] for got in row["steered"].values())
-        for method in spec.methods:
+        for method in spec.methods(name):
             assert f"\n  {method:<12} " in text
     assert all(len(line) <= 100 for line in text.splitlines())
     assert "value V(s)" in result["tasks"]["sentiment"]["rows"][0]["steered"]["recontrol"]["how"]
     sea = result["tasks"]["truthfulness"]["rows"][0]["steered"]["sea"]["how"]
     assert "positive directions" in sea and "true answer" in sea and "unsteered" in sea
     assert "undesirable" in result["tasks"]["detox"]["rows"][0]["steered"]["pace"]["how"]
+
+
+def test_the_demo_plan_comes_from_the_methods_declarations():
+    """The demo names no method: each method says which demo task it features (with what to notice) and where
+    it is shown for reference; the plan is the same as when the demo listed them itself."""
+    assert {k: t.methods(k) for k, t in TASKS.items()} == {
+        "detox": ["pace", "actadd", "prompt"], "sentiment": ["recontrol", "actadd", "orthoproj", "prompt"],
+        "truthfulness": ["sea", "prompt"]}
+    assert TASKS["detox"].notice("detox").startswith("PaCE removes only the concepts")
 
 
 @pytest.mark.integration

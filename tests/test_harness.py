@@ -208,5 +208,5 @@ def test_pace_partitions_from_the_classifier(model):
                                cache=False, progress=False)
     curated = set(tagged_concepts("toxicity")) & set(union.settings["concepts"])
     assert undesirable(union) == expected | curated
-    with pytest.raises(ValueError, match="partition must be one of"):
+    with pytest.raises(ValueError, match="'partition' = \"llm\" is not allowed: it must be one of \"curated\""):
         harness.fit_editor(model, "pace", "detox", settings={"partition": "llm"}, cache=False, progress=False)

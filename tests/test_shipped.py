@@ -47,6 +47,7 @@ def test_shipped_editors_are_current_and_load(model, tmp_path, monkeypatch):
     from pathlib import Path
 
     from steerlens import harness
+    from steerlens.editing import REGISTRY
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     from ship_artefacts import SHIPPED_FITS
@@ -58,7 +59,8 @@ def test_shipped_editors_are_current_and_load(model, tmp_path, monkeypatch):
         raise AssertionError("fitted instead of loading the shipped editor")
 
     monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
-    monkeypatch.setattr(harness, "_fit", no_fit)
+    for method, _ in SHIPPED_FITS:
+        monkeypatch.setattr(REGISTRY[method], "for_task", classmethod(no_fit))
     for method, task in SHIPPED_FITS:
         editor = harness.fit_editor(model, method, task, progress=False)
         assert editor.method == method and editor.model.fingerprint is not None
