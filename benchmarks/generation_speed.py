@@ -45,10 +45,9 @@ def memory_bandwidth(n_bytes: int = 512 * 2**20, repeats: int = 5) -> float:
 
 
 def hf_runner(hf, tokens, mask, new):
-    def run():
-        with torch.inference_mode():
-            out = hf.generate(input_ids=tokens, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
-                              do_sample=False, pad_token_id=hf.generation_config.pad_token_id or 2)
+    def run():  # as a user runs it (generate holds no_grad itself)
+        out = hf.generate(input_ids=tokens, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
+                          do_sample=False, pad_token_id=hf.generation_config.pad_token_id or 2)
         return (out.shape[1] - tokens.shape[1]) * tokens.shape[0]
     return run
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from .context import prompt_span
+from .decoding import FastKVCache, fast_attention, fast_decoding_blocker, no_hooks
 
 Message = dict[str, str]
 
@@ -106,8 +108,11 @@ def next_token_logits(
             return model(tokens, attention_mask=attention_mask)[:, -1, :]
         # the HF model's own KV cache, passed through the bridge (its hooks still run on the new positions);
         # ``attention_mask`` spans the cached prefix and the new tokens
-        logits, past_kv_cache.hf = model(tokens, attention_mask=attention_mask, past_key_values=past_kv_cache.hf,
-                                         use_cache=True, return_type="logits_and_cache")
+        with warnings.catch_warnings():  # transformers 5.x renames past_key_values to cache; the bridge passes it on
+            warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
+            logits, past_kv_cache.hf = model(tokens, attention_mask=attention_mask,
+                                             past_key_values=past_kv_cache.hf, use_cache=True,
+                                             return_type="logits_and_cache")
         return logits[:, -1, :]
     resid = model(tokens, attention_mask=attention_mask, past_kv_cache=past_kv_cache,
                   stop_at_layer=model.cfg.n_layers)
@@ -118,10 +123,10 @@ def bridge_kv_cache_works(model: Any) -> bool:
     """Whether cached decoding through this ``TransformerBridge`` gives the uncached logits (checked once per
     model on a 6-token probe, then remembered on the model).
 
-    With transformer-lens 3.9 and transformers 5.24 it does not: the HF decoder layers pass the cache as
-    ``cache=`` and the bridge's attention reads ``past_key_values=``, so every cached step attends to itself
-    alone (the bridge's own ``generate(use_past_kv_cache=True)`` degenerates the same way). steerlens then
-    decodes without the cache, with a warning, and uses it again as soon as the two agree.
+    With transformer-lens 3.9 and transformers 5.x it did not: the HF decoder layers pass the cache as
+    ``cache=`` and the bridge's attention reads ``past_key_values=``, so every cached step attended to itself
+    alone. ``models.bridge_cache_keyword_shim`` (applied by ``load_model(backend="bridge")``) fixes that; a
+    bridge where the two still disagree decodes without the cache, with a warning.
     """
     known = getattr(model, "_steerlens_kv_cache_ok", None)
     if known is not None:
@@ -193,9 +198,13 @@ def generate_tokens(
         generator.manual_seed(seed if seed is not None else torch.seed())
 
     cache: Any = None
+    fast: Any = nullcontext()
     bridge = is_bridge(model)
     if use_cache and bridge:
         cache = _BridgeCache() if bridge_kv_cache_works(model) else None
+    elif use_cache and fast_decoding_blocker(model) is None:  # preallocated rotated keys, fused attention
+        cache = FastKVCache(model, batch, tokens.shape[1] + max_new_tokens)
+        fast = fast_attention(model)
     elif use_cache:
         from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
@@ -205,7 +214,9 @@ def generate_tokens(
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     step_tokens, step_mask = tokens, attention_mask
     full_tokens, full_mask = tokens, attention_mask
-    with prompt_span(tokens.shape[1]) as span:
+    # with no hook anywhere nothing can need autograd: inference mode skips its bookkeeping
+    grad_mode = torch.inference_mode() if no_hooks(model) else nullcontext()
+    with prompt_span(tokens.shape[1]) as span, fast, grad_mode:
         for _ in range(max_new_tokens):
             span.offset = full_tokens.shape[1] - step_tokens.shape[1] if cache is not None else 0
             if cache is None:
@@ -216,9 +227,10 @@ def generate_tokens(
             if on_step is not None:
                 on_step()
             finished_now = torch.isin(nxt, stop) if len(stop) else torch.zeros_like(done)
-            for i in range(batch):
-                if not done[i] and not finished_now[i]:
-                    out[i].append(int(nxt[i]))
+            for i, (token, was_done, ends) in enumerate(zip(nxt.tolist(), done.tolist(), finished_now.tolist(),
+                                                           strict=True)):
+                if not was_done and not ends:
+                    out[i].append(token)
             done |= finished_now
             if bool(done.all()):
                 break
