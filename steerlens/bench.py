@@ -42,6 +42,12 @@ def spread(rows: Sequence[Any], limit: int | None) -> list[Any]:
     return [rows[i * len(rows) // limit] for i in range(limit)]
 
 
+def tokens_per_second(model: Any, generations: Sequence[str], seconds: float) -> float:
+    """Generated tokens (the responses re-tokenised) per second of generation."""
+    n = sum(len(model.tokenizer(g, add_special_tokens=False)["input_ids"]) for g in generations)
+    return n / max(seconds, 1e-9)
+
+
 def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     lines = []
     for task in TASKS:
@@ -51,15 +57,21 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
         keys = list(MC_METRICS) if task == "truthfulqa" else ["offensive_prob", "vader_compound", "perplexity",
                                                                "diversity", "length"]
         lines += [f"### {task} ({rs[0]['n']} items)", "",
-                  "| method | " + " | ".join(keys) + " | time vs unsteered |",
-                  "| --- " * (len(keys) + 2) + "|",
-                  "| unsteered | " + " | ".join(f"{rs[0]['unsteered'][k]:.3f}" for k in keys) + " | 1.00x |"]
+                  "| method | " + " | ".join(keys) + " | time vs unsteered | tokens/s |",
+                  "| --- " * (len(keys) + 3) + "|",
+                  "| unsteered | " + " | ".join(f"{rs[0]['unsteered'][k]:.3f}" for k in keys)
+                  + f" | 1.00x | {_speed(rs[0], 'unsteered')} |"]
         for r in rs:
             ratio = r["seconds"]["steered"] / max(r["seconds"]["unsteered"], 1e-9)
             lines.append(f"| {r['method']} | " + " | ".join(f"{r['steered'][k]:.3f}" for k in keys)
-                         + f" | {ratio:.2f}x |")
+                         + f" | {ratio:.2f}x | {_speed(r, 'steered')} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _speed(result: dict[str, Any], which: str) -> str:
+    tps = result.get("tokens_per_second", {}).get(which)
+    return "" if tps is None else f"{tps:.1f}"
 
 
 def run_bench(out: str | Path, methods: Sequence[Any] | None = None, tasks: Sequence[str] = TASKS,
@@ -88,10 +100,16 @@ def run_bench(out: str | Path, methods: Sequence[Any] | None = None, tasks: Sequ
             train, rows = None, spread(load_items(data_dir() / task / "eval.jsonl", task), limit)
         print(f"== {task}: {len(rows)} items; unsteered", flush=True)
         base = measure(model, task, rows, None, max_new_tokens, progress=progress)
+        if base["generations"]:
+            print(f"   generation: {tokens_per_second(model, base['generations'], base['seconds']):.1f} tokens/s "
+                  "unsteered (benchmarks/generation_speed.py compares it with transformers)", flush=True)
         for method, name in zip(chosen, names, strict=True):
             print(f"== {task}: {name}", flush=True)
             r = evaluate(model, method, task, rows, train, max_new_tokens=max_new_tokens, unsteered=base,
                          settings=(settings or {}).get(name), progress=progress)
+            if r["generations"]["steered"]:
+                r["tokens_per_second"] = {w: tokens_per_second(model, r["generations"][w], r["seconds"][w])
+                                          for w in ("unsteered", "steered")}
             results.append(r)
             print(f"   {PRIMARY[task]}: {r['unsteered'][PRIMARY[task]]:.3f} -> {r['steered'][PRIMARY[task]]:.3f}",
                   flush=True)
