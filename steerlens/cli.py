@@ -132,11 +132,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from .harness import TASKS, check_method, methods
+    from .editing import resolve_method
+    from .harness import TASKS, methods
     from .settings import describe
 
     for name in [args.method] if args.method else methods():
-        cls = check_method(name)
+        cls = resolve_method(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         print(f"{cls.method}  ({cls.__module__}.{cls.__qualname__}){': ' + doc if doc else ''}")
         tasks = cls.tasks or TASKS

@@ -140,12 +140,18 @@ def _import_module(where: str) -> Any:
             raise ValueError(f"Cannot import {path}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # the user's file: say which and why, in one line
+            sys.modules.pop(name, None)
+            raise ValueError(f"{path} could not be imported: {type(e).__name__}: {e}") from None
         return module
     try:
         return importlib.import_module(where)
     except ModuleNotFoundError as e:
         raise ValueError(f"Cannot import module {where!r} ({e}); is it on the path (PYTHONPATH)?") from None
+    except Exception as e:
+        raise ValueError(f"Module {where!r} could not be imported: {type(e).__name__}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -297,6 +303,11 @@ class Editor:
         out.update(cls.task_defaults.get(task, {}))
         out.update(check_settings(spec, overrides or {}, cls.method))
         return out
+
+    @classmethod
+    def has_recipe(cls) -> bool:
+        """Whether this class defines ``for_task`` (what eval, sweep and bench fit with)."""
+        return getattr(cls.for_task, "__func__", None) is not Editor.for_task.__func__
 
     @classmethod
     def for_task(cls, model: Any, task: Any, settings: dict[str, Any]) -> Editor:

@@ -64,8 +64,16 @@ def methods() -> list[str]:
 
 
 def check_method(method: MethodLike | Editor) -> type[Editor]:
-    """The editor class of ``method`` (a name, class, ``module:Class`` or a fitted editor), or a ``ValueError``."""
-    return type(method) if isinstance(method, Editor) else resolve_method(method)
+    """The editor class of ``method`` (a name, class, ``module:Class`` or a fitted editor), or a ``ValueError``;
+    a class that is to be fitted must have a task recipe (``Editor.for_task``)."""
+    if isinstance(method, Editor):
+        return type(method)
+    cls = resolve_method(method)
+    if not cls.has_recipe():
+        raise ValueError(f"{cls.__name__} ({cls.method!r}) has no task recipe: define the classmethod "
+                         "for_task(cls, model, task, settings) so eval, sweep and bench can fit it, or pass a "
+                         "fitted editor")
+    return cls
 
 
 class _Defaults(Mapping):
@@ -186,7 +194,7 @@ def fit_editor(model: Any, method: MethodLike | Editor, task: str, train: Sequen
                  workdir=partial)
         editor = cls.for_task(model, t, dict(settings))
         if not isinstance(editor, Editor):
-            raise TypeError(f"{cls.__name__}.for_task returned {type(editor).__name__}, not an Editor")
+            raise ValueError(f"{cls.__name__}.for_task returned {type(editor).__name__}, not an Editor")
         return editor
 
     path = cache_dir() / "editors" / name

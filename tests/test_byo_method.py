@@ -312,3 +312,30 @@ def test_the_readme_example_runs(model, monkeypatch):
         assert all(r["perplexity_ratio"] > 0 for r in rows)
     finally:
         REGISTRY.pop("meancentre", None)
+
+
+def test_a_broken_outside_method_is_refused_in_one_line_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    from steerlens import cli, models
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(models, "load_model", refuse)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    broken = tmp_path / "broken.py"
+    broken.write_text("class Oops(:\n")
+    no_recipe = tmp_path / "no_recipe.py"
+    no_recipe.write_text("from steerlens.editing import Editor\n\nclass Bare(Editor):\n    method = 'bare_toy'\n")
+    no_name = tmp_path / "no_name.py"
+    no_name.write_text("from steerlens.editing import Editor\n\nclass Nameless(Editor):\n    pass\n")
+    cases = {f"{broken}:Oops": "could not be imported: SyntaxError",
+             f"{no_recipe}:Bare": "Bare ('bare_toy') has no task recipe: define the classmethod for_task",
+             f"{no_name}:Nameless": "Nameless must set a class attribute `method`"}
+    try:
+        for method, message in cases.items():
+            assert cli.main(["eval", "--method", method, "--task", "sentiment", "--prompts", str(prompts)]) == 2
+            err = capsys.readouterr().err
+            assert message in err and err.count("\n") == 1, err
+    finally:
+        REGISTRY.pop("bare_toy", None)
