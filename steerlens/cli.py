@@ -146,8 +146,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
         for task in tasks if args.method else tasks[:1]:
             table = describe(cls.settings_spec or (), cls.task_settings(task))
             if table:
-                print(f" settings for {task} (name, default, allowed):" if args.method else
-                      " settings (name, default for the first task, allowed):")
+                print(f" settings for {task} (name, default, what it does (allowed values)):" if args.method else
+                      f" settings (name, default for {task}, what it does (allowed values)):")
                 print(table)
     return 0
 

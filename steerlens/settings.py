@@ -204,5 +204,6 @@ def describe(spec: Iterable[Setting], defaults: Mapping[str, Any] | None = None)
         if not s.recipe:
             continue
         default = (defaults or {}).get(s.name, s.default)
-        lines.append(f"  {s.name:<16} {_show(default):<20} {s.allowed()}. {s.help}".rstrip())
+        extreme = f"; above {s.extreme:g} warns" if s.extreme is not None else ""
+        lines.append(f"  {s.name:<16} {_show(default):<20} {s.help} ({s.allowed()}{extreme})")
     return "\n".join(lines)
