@@ -87,19 +87,12 @@ def parse_settings(items: list[str] | None) -> dict[str, Any]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .evaluation import require_evaluators
-    from .harness import check_method, check_task, load_items, settings_for
+    from .harness import load_items, settings_for
     from .models import load_model
-    from .sweep import METRICS, format_table, parse_sweep, run_sweep
+    from .sweep import check_scorable, format_table, parse_sweep, run_sweep
 
-    method = check_method(args.method)
-    check_task(args.task)
-    if args.task not in METRICS:
-        raise ValueError(f"sweep scores generations; task {args.task!r} has no text metric (use detox or sentiment)")
-    require_evaluators("steerlens sweep")
-    rows = load_items(args.prompts, args.task)
-    if not rows:
-        raise ValueError(f"{args.prompts}: no prompts")
+    method = check_scorable([args.method], args.task, None)[0]
+    rows = load_items(args.prompts, args.task)  # refuses an empty file
     key, values = parse_sweep(args.sweep)
     fixed = parse_settings(args.set)
     for v in values:  # refuse bad settings before loading the model

@@ -85,11 +85,11 @@ class FastKVEntry:
     frozen = False
 
     def __init__(self, batch: int, heads: int, d_head: int, max_len: int, device: Any, dtype: torch.dtype,
-                 shared: dict | None = None):
+                 cache: FastKVCache | None = None):
         self.keys = torch.empty(batch, heads, max_len, d_head, device=device, dtype=dtype)
         self.values = torch.empty_like(self.keys)
         self.length = 0
-        self.shared = {} if shared is None else shared  # per step, what every layer reuses (rotary angles)
+        self.cache = cache  # the whole cache: what every layer of a step shares
 
     @property
     def past_keys(self) -> torch.Tensor:
@@ -122,8 +122,9 @@ class FastKVCache:
         cfg = model.cfg
         device = next(model.parameters()).device
         heads = cfg.n_key_value_heads or cfg.n_heads
-        self.shared: dict = {"tables": _shared_tables(model)}
-        self.entries = [FastKVEntry(batch, heads, cfg.d_head, max_len, device, cfg.dtype, self.shared)
+        self.tables = _shared_tables(model)
+        self.step: dict = {}  # what every layer of the current step reuses: the mask, the rotary angles
+        self.entries = [FastKVEntry(batch, heads, cfg.d_head, max_len, device, cfg.dtype, self)
                         for _ in range(cfg.n_layers)]
         self.mask = torch.zeros(batch, max_len, dtype=torch.long, device=device)
         self.length = 0
@@ -136,8 +137,7 @@ class FastKVCache:
         return self.mask[:, :self.length]
 
     def append_attention_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
-        for key in [k for k in self.shared if k != "tables"]:  # a new step: new angles
-            del self.shared[key]
+        self.step.clear()  # a new step
         n = attention_mask.shape[1]
         self.mask[:, self.length:self.length + n] = attention_mask
         self.length += n
@@ -155,26 +155,39 @@ def _fast_forward(attn: Any, query_input: torch.Tensor, key_input: torch.Tensor,
         return type(attn).forward(attn, query_input, key_input, value_input, past_kv_cache_entry,
                                   additive_attention_mask, attention_mask, position_bias)
     q, k, v = attn.calculate_qkv_matrices(query_input, key_input, value_input)  # hook_q, hook_k, hook_v fire
-    offset = past_kv_cache_entry.length
-    q = _rotary(attn, q, offset, attention_mask, past_kv_cache_entry.shared)
-    k = _rotary(attn, k, offset, attention_mask, past_kv_cache_entry.shared)  # the new keys only
-    keys, values = past_kv_cache_entry.append(k, v)
+    entry = past_kv_cache_entry
+    offset = entry.length
+    step = entry.cache.step if entry.cache is not None else {}
+    tables = entry.cache.tables if entry.cache is not None else {}
+    q = _rotary(attn, q, offset, attention_mask, step, tables)
+    k = _rotary(attn, k, offset, attention_mask, step, tables)  # the new keys only
+    keys, values = entry.append(k, v)
     batch, n, heads, d_head = q.shape
-    length = keys.shape[2]
-    key_ok = attention_mask[:, :length].bool()
-    query_pos = torch.arange(offset, offset + n, device=q.device)
-    allowed = (torch.arange(length, device=q.device)[None, :] <= query_pos[:, None])[None] & key_ok[:, None, :]
-    real = key_ok[:, offset:offset + n]  # padded queries attend to nothing in TransformerLens: z = 0 there
-    # a padded query may attend to itself (its row is then not empty, so no NaN); its z is zeroed below
-    allowed = allowed | (~real[:, :, None] & (torch.arange(length, device=q.device)[None, None, :]
-                                               == query_pos[None, :, None]))
+    if "mask" not in step:
+        step["mask"] = _step_mask(attention_mask, offset, n, keys.shape[2])
+    allowed, real = step["mask"]
     z = F.scaled_dot_product_attention(q.transpose(1, 2), keys.to(q.dtype), values.to(q.dtype),
-                                       attn_mask=allowed[:, None], scale=1.0 / float(attn.attn_scale),
+                                       attn_mask=allowed, scale=1.0 / float(attn.attn_scale),
                                        enable_gqa=keys.shape[1] != heads)
-    z = z.transpose(1, 2) * real[:, :, None, None].to(z.dtype)
+    z = z.transpose(1, 2) * real.to(z.dtype)
     z = attn.hook_z(z)  # [batch, pos, head_index, d_head]
     w = einops.rearrange(attn.W_O, "head_index d_head d_model -> d_model (head_index d_head)")
     return F.linear(z.reshape(batch, n, heads * d_head).to(w.dtype), w, attn.b_O)
+
+
+def _step_mask(attention_mask: torch.Tensor, offset: int, n: int, length: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``allowed`` [batch, 1, n, length]: causal and not padding, ``real`` [batch, n, 1, 1]: which queries are
+    tokens) for ``n`` new positions after ``offset``; the same at every layer of a step, so made once."""
+    device = attention_mask.device
+    key_ok = attention_mask[:, :length].bool()
+    query_pos = torch.arange(offset, offset + n, device=device)
+    key_pos = torch.arange(length, device=device)
+    allowed = (key_pos[None, :] <= query_pos[:, None])[None] & key_ok[:, None, :]
+    real = key_ok[:, offset:offset + n]  # padded queries attend to nothing in TransformerLens: z = 0 there
+    # a padded query may attend to itself (its row is then not empty, so no NaN); its z is zeroed by ``real``
+    allowed = allowed | (~real[:, :, None] & (key_pos[None, None, :] == query_pos[None, :, None]))
+    return allowed[:, None], real[:, :, None, None]
 
 
 def _shared_tables(model: Any) -> dict[int, int]:
@@ -193,7 +206,8 @@ def _shared_tables(model: Any) -> dict[int, int]:
     return out
 
 
-def _rotary(attn: Any, x: torch.Tensor, offset: int, attention_mask: torch.Tensor, shared: dict) -> torch.Tensor:
+def _rotary(attn: Any, x: torch.Tensor, offset: int, attention_mask: torch.Tensor, step: dict,
+            tables: dict[int, int]) -> torch.Tensor:
     """TransformerLens' ``apply_rotary(x, offset, attention_mask)`` (same positions, same arithmetic), with the
     angles of this step looked up once and shared by every layer."""
     n, rd = x.shape[1], attn.cfg.rotary_dim
@@ -201,14 +215,13 @@ def _rotary(attn: Any, x: torch.Tensor, offset: int, attention_mask: torch.Tenso
     if (offset + n > table.shape[0] or x.device != table.device or attn.cfg.rotary_adjacent_pairs
             or getattr(attn.cfg, "use_dynamic_ntk_rope", False)):
         return attn.apply_rotary(x, offset, attention_mask)
-    tables = shared.get("tables", {})
-    key = (tables.get(id(table), id(table)), tables.get(id(attn.rotary_sin), id(attn.rotary_sin)), offset, n)
-    if key not in shared:
+    key = (tables.get(id(table), id(table)), tables.get(id(attn.rotary_sin), id(attn.rotary_sin)))
+    if key not in step:
         from transformer_lens.utilities.tensors import get_offset_position_ids
 
         ids = get_offset_position_ids(offset, attention_mask).to(table.device)
-        shared[key] = (table[ids, None, :], attn.rotary_sin[ids, None, :])
-    cos, sin = shared[key]
+        step[key] = (table[ids, None, :], attn.rotary_sin[ids, None, :])
+    cos, sin = step[key]
     x_rot, x_pass = x[..., :rd], x[..., rd:]
     half = rd // 2
     flip = torch.cat([-x_rot[..., half:], x_rot[..., :half]], dim=-1)  # rotate_every_two, GPT-NeoX pairs

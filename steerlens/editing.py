@@ -509,7 +509,7 @@ class Editor:
                 raise SettingError(f"{meta_path}: {e}. The file was edited or written by another version: "
                                    "fit and save the editor again") from None
         d_model = int(meta["model"]["d_model"])
-        tensors = _read_tensors(path / "tensors.safetensors", meta["layers"], d_model)
+        tensors = _read_tensors(path / "tensors.safetensors", meta["layers"])
         if klass.tensor_spec is not None:
             check_tensors(klass, tensors, meta["layers"], d_model, path)
         editor = klass(model=ModelSpec(**meta["model"]), layers=meta["layers"], settings=meta["settings"],
@@ -554,9 +554,9 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_tensors(file: Path, layers: list[int], d_model: int) -> dict[str, torch.Tensor]:
+def _read_tensors(file: Path, layers: list[int]) -> dict[str, torch.Tensor]:
     """The safetensors file, checked: readable, floating or bool tensors only, finite, per-layer tensors only
-    for the editor's layers, and every tensor sized by ``d_model`` where it has a model dimension."""
+    for the editor's layers (shapes are checked against the method's ``tensor_spec`` by ``check_tensors``)."""
     if not file.is_file():
         raise FileNotFoundError(f"{file} is missing: the editor folder is incomplete; save it again")
     try:
@@ -573,14 +573,7 @@ def _read_tensors(file: Path, layers: list[int], d_model: int) -> dict[str, torc
         if suffix.isdigit() and not name.startswith("vf.") and int(suffix) not in layers:
             raise ValueError(f"{file}: tensor {name!r} is for layer {suffix}, which is not among the editor's "
                              f"layers {layers}")
-        if t.dim() >= 1 and name.split(".")[0] in _MODEL_DIM_TENSORS and t.shape[0] != d_model:
-            raise ValueError(f"{file}: tensor {name!r} has shape {tuple(t.shape)}; its first dimension must be "
-                             f"d_model={d_model}")
     return tensors
-
-
-# Tensors whose first dimension is the model's width (vectors and bases in the residual stream).
-_MODEL_DIM_TENSORS = {"vector", "basis", "u_pos", "u_neg", "atoms"}
 
 
 def check_tensors(klass: type[Editor], tensors: dict[str, torch.Tensor], layers: list[int], d_model: int,

@@ -34,7 +34,7 @@ from .editing import Editor, ModelSpec, method_names, resolve_method
 from .evaluation import text_metrics
 from .files import cache_lock
 from .generation import format_chat
-from .settings import REFERENCE_LAYERS
+from .settings import scaled_layers
 from .tasks import (  # noqa: F401  (re-exported: they lived here)
     SYSTEM_PROMPTS,
     TASKS,
@@ -94,10 +94,6 @@ class _Defaults(Mapping):
 DEFAULTS = _Defaults()
 
 
-def _scaled_layers(layers: Sequence[int], n_layers: int) -> list[int]:
-    return sorted({min(n_layers - 1, round(la * n_layers / REFERENCE_LAYERS)) for la in layers})
-
-
 def settings_for(method: MethodLike, task: str, model: Any, overrides: dict[str, Any] | None = None
                  ) -> dict[str, Any]:
     """The method's recipe settings for the task (its declared defaults and ``task_defaults``), updated by
@@ -107,7 +103,7 @@ def settings_for(method: MethodLike, task: str, model: Any, overrides: dict[str,
     check_task(task)
     s = check_method(method).task_settings(task, overrides)
     if "layers" in s and model is not None:
-        s["layers"] = _scaled_layers(s["layers"], model.cfg.n_layers)
+        s["layers"] = scaled_layers(s["layers"], model.cfg.n_layers)
     return s
 
 
@@ -263,8 +259,8 @@ def evaluate(model: Any, method: MethodLike | Editor, task: str, prompts: str | 
     the method's recipe defaults for the task (checked against its declaration before any work)."""
     cls = check_method(method)
     check_task(task)
-    if not isinstance(method, Editor):
-        settings_for(cls, task, None, settings)  # refuse bad settings before any work
+    # the recipe's settings, checked before any work (a fitted editor's are its own)
+    recipe = {} if isinstance(method, Editor) else settings_for(cls, task, model, settings)
     if max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be at least 1")
     rows = load_items(prompts, task) if isinstance(prompts, str | Path) else list(prompts)
@@ -278,7 +274,6 @@ def evaluate(model: Any, method: MethodLike | Editor, task: str, prompts: str | 
     fit_seconds = time.perf_counter() - t0
     base = unsteered or measure(model, task, rows, None, max_new_tokens, progress)
     steered = measure(model, task, rows, editor, max_new_tokens, progress, desc=cls.method)
-    recipe = {} if isinstance(method, Editor) else settings_for(cls, task, model, settings)
     return {
         "method": cls.method, "task": task, "n": len(rows),
         "steered": steered["metrics"], "unsteered": base["metrics"],

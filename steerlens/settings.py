@@ -30,6 +30,11 @@ TYPES = ("float", "int", "bool", "str", "layers", "strings", "object")
 REFERENCE_LAYERS = 30
 
 
+def scaled_layers(layers: Iterable[int], n_layers: int) -> list[int]:
+    """Layers given for a ``REFERENCE_LAYERS``-layer model, at the same relative depth of an ``n_layers`` one."""
+    return sorted({min(n_layers - 1, round(la * n_layers / REFERENCE_LAYERS)) for la in layers})
+
+
 class SettingError(ValueError):
     """A setting's value is not what its declaration allows (the message is one line that says what is)."""
 

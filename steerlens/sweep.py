@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .editing import Editor, RandomDirectionControl
-from .evaluation import offensive_prob, response_nll, vader_compound
+from .evaluation import offensive_prob, require_evaluators, response_nll, vader_compound
 from .harness import check_method, check_task, contexts_of, fit_editor, respond, settings_for
 from .settings import parse_value
 from .stats import paired_interval, perplexity_ratio_interval
@@ -66,7 +66,7 @@ def run_sweep(model: Any, method: str | type[Editor] | Editor, task: str, rows: 
     ``control``: for each value, also run ``editing.RandomDirectionControl`` of that editor (the same size
     of edit at every layer and token, in a fixed random direction) and score it the same way, under
     ``row["control"]``: what the method's effect owes to its direction rather than to the perturbation."""
-    cls = _check_scorable([method], task, rows)[0]
+    cls = check_scorable([method], task, rows)[0]
     fixed = dict(fixed or {})
     fitted = method if isinstance(method, Editor) else None
     if fitted is not None:
@@ -105,14 +105,15 @@ def _strength(v: Any) -> float:
     return check_strength(v)
 
 
-def _check_scorable(methods: Sequence[Any], task: str, rows: Sequence[dict]) -> list[type[Editor]]:
-    """Refuse, before any work, an unknown method or task, a task scored without generations, no prompts;
-    returns the methods' classes."""
+def check_scorable(methods: Sequence[Any], task: str, rows: Sequence[dict] | None) -> list[type[Editor]]:
+    """Refuse, before any work, an unknown method or task, a task scored without generations, missing offline
+    evaluators, no prompts (``rows=None``: not loaded yet); returns the methods' classes."""
     classes = [check_method(m) for m in methods]
     check_task(task)
     if task not in METRICS:
         raise ValueError(f"sweep scores generations; task {task!r} has no text metric (use detox or sentiment)")
-    if not rows:
+    require_evaluators("steerlens sweep")
+    if rows is not None and not rows:
         raise ValueError("The prompt set is empty")
     return classes
 
@@ -151,7 +152,7 @@ def run_methods(model: Any, methods: Sequence[str | type[Editor] | Editor], task
     one prompt set, each scored against the unsteered model as ``run_sweep`` scores a value: the same table
     and frontier, one row per method (``key`` is ``"method"``). A method is a name, an ``Editor`` subclass,
     ``module:Class`` or a fitted editor."""
-    classes = _check_scorable(methods, task, rows)
+    classes = check_scorable(methods, task, rows)
     base, scored = _scoring(model, task, rows, contexts_of(model, rows), max_new_tokens, progress)
     name = METRICS[task][0]
     table = [{"value": cls.method, **scored(fit_editor(model, m, task, progress=progress), cls.method)}

@@ -9,6 +9,21 @@ from steerlens.generation import encode, format_chat, generate, generate_tokens
 
 
 @pytest.fixture
+def fast_calls(monkeypatch):
+    """How many attention forwards took the fast path (a spy around ``decoding._fast_forward``)."""
+    calls = []
+    real = decoding._fast_forward
+
+    def spy(attn, *args, **kwargs):
+        if isinstance(args[3] if len(args) > 3 else kwargs.get("past_kv_cache_entry"), decoding.FastKVEntry):
+            calls.append(1)
+        return real(attn, *args, **kwargs)
+
+    monkeypatch.setattr(decoding, "_fast_forward", spy)
+    return calls
+
+
+@pytest.fixture
 def exact(monkeypatch):
     """Generation forced down TransformerLens' exact path."""
     def use_exact():
@@ -42,12 +57,14 @@ HOOKS = ["blocks.0.attn.hook_q", "blocks.1.attn.hook_k", "blocks.1.attn.hook_z",
          "blocks.0.ln1.hook_normalized", "blocks.2.mlp.hook_post"]
 
 
-def test_fast_and_exact_paths_agree_on_tokens_and_hook_values(tiny, exact):
+def test_fast_and_exact_paths_agree_on_tokens_and_hook_values(tiny, exact, fast_calls):
     tokens, mask = left_padded(tiny)
     assert decoding.fast_decoding_blocker(tiny) is None
     fast, fast_seen = recorded(tiny, tokens, mask, HOOKS)
+    assert len(fast_calls) == 5 * tiny.cfg.n_layers  # every layer of every step took the fast path
     exact()
     slow, slow_seen = recorded(tiny, tokens, mask, HOOKS)
+    assert len(fast_calls) == 5 * tiny.cfg.n_layers  # and none of the exact run
     assert fast == slow
     for name in HOOKS:
         assert len(fast_seen[name]) == len(slow_seen[name]) >= 5  # ln1 runs once each for q, k and v
@@ -56,15 +73,18 @@ def test_fast_and_exact_paths_agree_on_tokens_and_hook_values(tiny, exact):
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
-def test_a_hook_on_the_pattern_or_the_rotated_keys_takes_the_exact_path(tiny):
+def test_a_hook_on_the_pattern_or_the_rotated_keys_takes_the_exact_path(tiny, fast_calls):
     tokens, mask = left_padded(tiny)
     plain = generate_tokens(tiny, tokens, mask, 4, stop_token_ids=[])
+    assert fast_calls
+    fast_calls.clear()
     for name in ("blocks.1.attn.hook_pattern", "blocks.0.attn.hook_attn_scores", "blocks.2.attn.hook_rot_k"):
         calls = []
         with tiny.hooks(fwd_hooks=[(name, lambda act, hook, calls=calls: calls.append(act.shape))]):
             assert decoding.fast_decoding_blocker(tiny) == f"a hook reads {name}"
             assert generate_tokens(tiny, tokens, mask, 4, stop_token_ids=[]) == plain
         assert len(calls) == 4  # it fired at every step
+    assert fast_calls == []
     assert decoding.fast_decoding_blocker(tiny) is None  # hooks removed: fast again
 
 

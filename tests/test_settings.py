@@ -275,8 +275,30 @@ python_values = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12)
 methods = st.sampled_from(sorted(m for m in REGISTRY if m != "random-direction"))
 
 
+def _allowed(s: Setting, v) -> bool:
+    """What each declared setting admits, written out independently of ``Setting.check``."""
+    if v is None:
+        return s.optional
+    if s.choices is not None:
+        return v in s.choices
+    number = isinstance(v, int | float) and not isinstance(v, bool)
+    if s.type in ("float", "int"):
+        return (number and math.isfinite(v) and (s.type == "float") == isinstance(v, float)
+                and (s.low is None or v > s.low or (v == s.low and not s.open_low))
+                and (s.high is None or v <= s.high))
+    return {"bool": lambda: isinstance(v, bool),
+            "str": lambda: isinstance(v, str) and bool(v.strip()),
+            "layers": lambda: isinstance(v, list) and bool(v) and all(isinstance(x, int) and 0 <= x < 30 for x in v),
+            "strings": lambda: isinstance(v, list) and all(isinstance(x, str) for x in v),
+            "object": lambda: isinstance(v, dict)}[s.type]()
+
+
 def _valid(cls, task, out):
     json.dumps(out, allow_nan=False)  # a cache key can be made; no NaN or infinity inside
+    declared = {s.name: s for s in cls.settings_spec}
+    assert set(out) == {n for n, s in declared.items() if s.recipe}
+    bad = {n: v for n, v in out.items() if not _allowed(declared[n], v)}
+    assert bad == {}
     assert cls.task_settings(task, out) == out
 
 

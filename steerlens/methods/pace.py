@@ -49,7 +49,7 @@ from ..editing import (
 )
 from ..files import atomic_file, cache_lock
 from ..generation import encode
-from ..settings import Setting
+from ..settings import Setting, scaled_layers
 from ..solvers import Dictionary, elastic_net, lasso, omp
 
 Solver = Literal["enet", "lasso", "omp"]
@@ -481,8 +481,7 @@ class PaCEEditor(Editor):
             print("pace: the training prompts are not used; PaCE removes the concepts the curated partition "
                   "marks undesirable for the task (data/concepts/concepts.tsv)")
         # the shipped layers (scaled to this model's depth) plus any the settings ask for
-        n = model.cfg.n_layers
-        layers = sorted({min(n - 1, round(la * n / 30)) for la in DEFAULT_LAYERS} | set(s["layers"]))
+        layers = sorted(set(scaled_layers(DEFAULT_LAYERS, model.cfg.n_layers)) | set(s["layers"]))
         dic = default_dictionary(model, n_concepts=s["n_concepts"], layers=layers, stimuli=s["stimuli"],
                                  position=s["atom_position"], progress=task.progress)
         if task.name not in dic.partitions:
