@@ -256,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"steerlens {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the output was piped into a reader that stopped (| head): not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
 
 
 if __name__ == "__main__":
