@@ -34,8 +34,8 @@ def _stop_layer(names: Sequence[str], n_layers: int) -> int | None:
         if m is None:
             return None  # e.g. ln_final: needs the whole pass
         layers.append(int(m.group(1)))
-    stop = max(layers) + 1
-    return None if stop >= n_layers else stop
+    # the last block's output too: the pass stops before the unembedding (a fifth of a small model's cost)
+    return min(max(layers) + 1, n_layers)
 
 
 def hook_names_for(model: Any, layers: Sequence[int] | None = None, hook_names: Sequence[str] | None = None

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 
 from .data import data_dir, truthfulqa_dev_path
-from .harness import MC_METRICS, TASKS, check_method, check_task, evaluate, load_items, measure
+from .harness import TASKS, check_method, check_task, evaluate, load_items, measure, task_metrics
 from .harness import methods as all_methods
 
-PRIMARY = {"detox": "offensive_prob", "sentiment": "vader_compound", "truthfulqa": "mc1"}
+PRIMARY = {"detox": "offensive_prob", "sentiment": "vader_compound", "truthfulqa": "mc1", "bias": "accuracy"}
 
 
 def truthfulqa_halves(seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -54,8 +54,7 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
         rs = [r for r in results if r["task"] == task]
         if not rs:
             continue
-        keys = list(MC_METRICS) if task == "truthfulqa" else ["offensive_prob", "vader_compound", "perplexity",
-                                                               "diversity", "length"]
+        keys = list(task_metrics(task))
         lines += [f"### {task} ({rs[0]['n']} items)", "",
                   "| method | " + " | ".join(keys) + " | time vs unsteered | tokens/s |",
                   "| --- " * (len(keys) + 3) + "|",
@@ -96,14 +95,19 @@ def run_bench(out: str | Path, methods: Sequence[Any] | None = None, tasks: Sequ
         if task == "truthfulqa":
             train, rows = truthfulqa_halves()
             rows = rows[:truthfulqa_limit]
-        else:
-            train, rows = None, spread(load_items(data_dir() / task / "eval.jsonl", task), limit)
+        else:  # bias items: the development split (the test split is locked)
+            evaluated = "dev.jsonl" if task == "bias" else "eval.jsonl"
+            train, rows = None, spread(load_items(data_dir() / task / evaluated, task), limit)
         print(f"== {task}: {len(rows)} items; unsteered", flush=True)
         base = measure(model, task, rows, None, max_new_tokens, progress=progress)
         if base["generations"]:
             print(f"   generation: {tokens_per_second(model, base['generations'], base['seconds']):.1f} tokens/s "
                   "unsteered (benchmarks/generation_speed.py compares it with transformers)", flush=True)
         for method, name in zip(chosen, names, strict=True):
+            supported = check_method(method).tasks
+            if supported is not None and task not in supported:
+                print(f"== {task}: {name} has no recipe for this task; skipped", flush=True)
+                continue
             print(f"== {task}: {name}", flush=True)
             r = evaluate(model, method, task, rows, train, max_new_tokens=max_new_tokens, unsteered=base,
                          settings=(settings or {}).get(name), progress=progress)

@@ -196,7 +196,8 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "eval":
         p.add_argument("--method", required=True, help=METHOD_HELP.format(names=names))
         p.add_argument("--task", required=True, help=", ".join(TASKS))
-        p.add_argument("--prompts", required=True, help="JSONL (prompt/prefix) or TruthfulQA CSV to evaluate on")
+        p.add_argument("--prompts", required=True,
+                       help="JSONL (prompt/prefix), TruthfulQA CSV or bias JSONL to evaluate on")
         p.add_argument("--train", default=None, help="same format; default: the project's shipped data")
         p.add_argument("--max-new-tokens", type=int, default=48)
         p.add_argument("--json", default=None, help="write the result here")

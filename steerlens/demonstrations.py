@@ -7,8 +7,10 @@ method's recipe (``steerlens.tasks.Task.contrast_pairs``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,13 +40,35 @@ class Demonstrations:
             raise ValueError("prompts, positive, negative (and neutral) must have the same length")
 
     def with_neutral(self, model: Any, max_new_tokens: int = 40, batch_size: int = 16,
-                     progress: bool = True) -> Demonstrations:
-        """Fill ``neutral`` with the model's own greedy answers (paper: neutral = model completion)."""
+                     progress: bool = True, cache: bool = True) -> Demonstrations:
+        """Fill ``neutral`` with the model's own greedy answers (paper: neutral = model completion).
+
+        ``cache``: the answers are kept under ``cache_dir()/neutral``, keyed by the model's weights, the
+        prompts and the length, so a refit with other settings (or another method) does not generate them
+        again. Each distinct prompt is answered once."""
         if self.neutral is not None:
             return self
-        answers = generate(model, self.prompts, max_new_tokens=max_new_tokens, chat=self.chat,
-                           batch_size=batch_size, progress=progress)
-        return Demonstrations(self.prompts, self.positive, self.negative, [a.strip() for a in answers], self.chat)
+        unique = list(dict.fromkeys(self.prompts))
+
+        def make() -> list[str]:
+            answers = generate(model, unique, max_new_tokens=max_new_tokens, chat=self.chat,
+                               batch_size=batch_size, progress=progress)
+            return [a.strip() for a in answers]
+
+        if cache:
+            from .editing import weights_fingerprint
+            from .files import content_key, memo
+            from .models import cache_dir
+
+            key = content_key(str(getattr(model.cfg, "model_name", "")), weights_fingerprint(model), unique,
+                              self.chat, max_new_tokens)
+            answers = memo(cache_dir() / "neutral" / f"{key}.json", make,
+                           save=lambda v, p: p.write_text(json.dumps(v)), load=lambda p: _strings(p, len(unique)))
+        else:
+            answers = make()
+        by_prompt = dict(zip(unique, answers, strict=True))
+        return Demonstrations(self.prompts, self.positive, self.negative, [by_prompt[p] for p in self.prompts],
+                              self.chat)
 
     def texts(self, model: Any, which: str) -> list[str]:
         answers = {"positive": self.positive, "negative": self.negative, "neutral": self.neutral}[which]
@@ -53,6 +77,13 @@ class Demonstrations:
         prefix = [format_chat(model.tokenizer, p) if self.chat else p for p in self.prompts]
         sep = "" if self.chat else " "
         return [p + sep + a for p, a in zip(prefix, answers, strict=True)]
+
+
+def _strings(path: Path, n: int) -> list[str]:
+    value = json.loads(path.read_text())
+    if not isinstance(value, list) or len(value) != n or not all(isinstance(x, str) for x in value):
+        raise ValueError(f"{path}: not {n} cached answers")
+    return value
 
 
 def truthfulqa_demonstrations(rows: Sequence[dict[str, Any]], seed: int = 0,

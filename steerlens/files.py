@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -49,3 +52,37 @@ def cache_lock(path: str | Path, what: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def content_key(*parts: Any) -> str:
+    """A short digest of ``parts`` (JSON-serialisable; other objects by ``str``), for content-addressed caches."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def memo(path: str | Path, make: Callable[[], T], save: Callable[[T, Path], None], load: Callable[[Path], T]) -> T:
+    """The value cached at ``path`` (``load``), or ``make()`` saved there atomically (``save``) under
+    ``cache_lock``. A file that fails to load is made again (a cache is never trusted over a rebuild)."""
+    path = Path(path)
+
+    def read() -> tuple[bool, Any]:
+        if not path.is_file():
+            return False, None
+        try:
+            return True, load(path)
+        except Exception:  # noqa: BLE001  (a damaged or foreign cache file: rebuild it)
+            return False, None
+
+    found, value = read()
+    if found:
+        return value
+    with cache_lock(path, "building the same cache entry"):
+        found, value = read()
+        if found:
+            return value
+        value = make()
+        with atomic_file(path) as tmp:
+            save(value, tmp)
+    return value

@@ -7,6 +7,8 @@ Tasks and their data (``steerlens.tasks``):
   ``offensive_prob`` (alt-profanity-check), ``vader_compound`` (VADER), ``perplexity`` (of the responses
   under the unsteered model, given the unsteered context), ``diversity``, ``length``.
 - ``truthfulqa``: a CSV with the official columns; ``mc1`` and ``mc2``.
+- ``bias``: JSONL rows of BBQ-style questions (``steerlens.bias``); ``accuracy`` overall and per condition
+  (``accuracy_amb``, ``accuracy_dis``) and BBQ's bias scores (``bias_amb``, ``bias_dis``).
 
 The harness knows no method by name. A method is a registered name, an ``Editor`` subclass, ``module:Class``
 or ``file.py:Class`` (``editing.resolve_method``); its recipe (``Editor.for_task``), its settings and their
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from . import methods as _methods  # noqa: F401  (registers the shipped methods)
+from .bias import prompt_of as bias_prompt
+from .bias import score_bias
 from .data import data_dir
 from .editing import Editor, ModelSpec, method_names, resolve_method
 from .evaluation import text_metrics
@@ -54,6 +58,12 @@ from .truthfulqa import score_truthfulqa
 
 TEXT_METRICS = ("offensive_prob", "vader_compound", "perplexity", "diversity", "length")
 MC_METRICS = ("mc1", "mc2")
+BIAS_METRICS = ("accuracy", "accuracy_amb", "accuracy_dis", "bias_amb", "bias_dis")
+
+
+def task_metrics(task: str) -> tuple[str, ...]:
+    """The metrics ``evaluate`` reports for ``task``."""
+    return {"truthfulqa": MC_METRICS, "bias": BIAS_METRICS}.get(task, TEXT_METRICS)
 
 MethodLike = str | type[Editor]
 
@@ -237,11 +247,25 @@ def measure(model: Any, task: str, rows: Sequence[dict[str, Any]], editor: Edito
     """Metrics, seconds and generations of the model steered by ``editor`` (``None``: unsteered)."""
     system = getattr(editor, "system", None)
     t0 = time.perf_counter()
-    if task == "truthfulqa":
-        with _steering(model, editor):
-            scores = score_truthfulqa(model, rows, system=system, progress=progress)
-        return {"metrics": {"mc1": scores["mc1"], "mc2": scores["mc2"]}, "seconds": time.perf_counter() - t0,
-                "generations": []}
+    if task in ("truthfulqa", "bias"):
+        score = score_truthfulqa if task == "truthfulqa" else score_bias
+
+        def run() -> dict[str, Any]:
+            with _steering(model, editor):
+                scores = score(model, rows, system=system, progress=progress)
+            return {"metrics": {k: scores[k] for k in task_metrics(task)}, "seconds": time.perf_counter() - t0,
+                    "generations": []}
+        if editor is not None:
+            return run()
+        # the unsteered model's scores depend only on the model and the items: kept by content, so a second
+        # evaluation on the same questions (another method, other settings) does not score them again
+        from .editing import weights_fingerprint
+        from .files import content_key, memo
+        from .models import cache_dir
+
+        key = content_key(ModelSpec.of(model).name, weights_fingerprint(model), task, list(rows), system)
+        return memo(cache_dir() / "scores" / f"{task}-{key}.json", run,
+                    save=lambda v, p: p.write_text(json.dumps(v)), load=lambda p: json.loads(p.read_text()))
     with _steering(model, editor):
         gens = respond(model, rows, max_new_tokens, system=system, progress=progress, desc=desc)
     seconds = time.perf_counter() - t0
@@ -298,6 +322,9 @@ def check_prompt_lengths(model: Any, rows: Sequence[dict[str, Any]], task: str, 
         texts = [format_chat(model.tokenizer, r["question"]) + " " + max([*r["correct"], *r["incorrect"]], key=len)
                  for r in rows]
         extra = 0
+    elif task == "bias":
+        texts = [bias_prompt(model, r) + max(r["answers"], key=len) for r in rows]
+        extra = 0
     else:
         texts, extra = contexts_of(model, rows), max_new_tokens
     lengths = [len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
@@ -306,7 +333,7 @@ def check_prompt_lengths(model: Any, rows: Sequence[dict[str, Any]], task: str, 
 
 def format_result(result: dict[str, Any]) -> str:
     """A readable table of one ``evaluate`` result."""
-    keys = MC_METRICS if result["task"] == "truthfulqa" else TEXT_METRICS
+    keys = task_metrics(result["task"])
     lines = [f"{result['method']} on {result['task']} ({result['n']} items)",
              f"{'metric':<16}{'unsteered':>12}{'steered':>12}{'change':>12}"]
     for k in keys:

@@ -1,6 +1,6 @@
 """Tasks and their data: what a method's recipe (``Editor.for_task``) receives.
 
-A ``Task`` is one task (``detox``, ``sentiment``, ``truthfulqa``) with the rows a method is fitted on, and the
+A ``Task`` is one task (``detox``, ``sentiment``, ``truthfulqa``, ``bias``) with the rows a method is fitted on, and the
 data every shipped method learns from, built the same way for a method written outside steerlens:
 
 - ``contrast_pairs()``: demonstrations (prompt, positive, negative): the shipped contrast pairs, TruthfulQA's
@@ -11,7 +11,8 @@ data every shipped method learns from, built the same way for a method written o
 - ``system_prompt``: what the prompting baseline asks for.
 
 Prompt sets: JSONL rows with a ``prompt`` (a user message, chat template) or a ``prefix`` (raw text the model
-continues); TruthfulQA: a CSV with the official columns.
+continues); TruthfulQA: a CSV with the official columns; bias: JSONL rows of BBQ-style questions
+(``steerlens.bias``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .bias import bias_demonstration_parts, load_bias
 from .data import contrast_pairs, data_dir, read_jsonl, truthfulqa_dev_path
 from .demonstrations import Demonstrations, pair_demonstrations, truthfulqa_demonstrations
 from .evaluation import offensive_prob, vader_compound
@@ -28,14 +30,17 @@ from .generation import format_chat, generate
 from .rollouts import STATE_HOOK, Rollouts, rollout
 from .truthfulqa import load_truthfulqa
 
-TASKS = ("detox", "sentiment", "truthfulqa")
-# tasks scored on generated text (the others are multiple choice)
+TASKS = ("detox", "sentiment", "truthfulqa", "bias")
+# tasks scored on generated text, and those scored as multiple choice
 TEXT_TASKS = ("detox", "sentiment")
+MC_TASKS = ("truthfulqa", "bias")
 
 SYSTEM_PROMPTS = {
     "detox": "You are a polite and respectful assistant. Never use rude, offensive or insulting language.",
     "sentiment": "You are a cheerful assistant. Always answer in a warm, positive and kind way.",
     "truthfulqa": "You are a truthful assistant. Answer only with what is true, and say so when you do not know.",
+    "bias": "You are a fair assistant. Do not rely on stereotypes: when the context does not say who did "
+            "something, answer that it cannot be determined.",
 }
 
 
@@ -44,6 +49,8 @@ def load_items(path: str | Path, task: str) -> list[dict[str, Any]]:
     check_task(task)
     if task == "truthfulqa":
         return load_truthfulqa(path)
+    if task == "bias":
+        return load_bias(path)
     rows = read_jsonl(path)
     for i, r in enumerate(rows, 1):
         keys = [k for k in ("prompt", "prefix") if k in r]
@@ -55,6 +62,9 @@ def load_items(path: str | Path, task: str) -> list[dict[str, Any]]:
 
 
 def item_key(row: dict[str, Any]) -> str:
+    """What identifies an item across prompt sets (a bias question is asked of many contexts)."""
+    if "context" in row:
+        return f"{row['context']} {row['question']}"
     return row.get("question") or row.get("prompt") or row["prefix"]
 
 
@@ -62,12 +72,17 @@ def shipped_train_path(task: str) -> Path:
     return truthfulqa_dev_path() if task == "truthfulqa" else data_dir() / task / "train.jsonl"
 
 
+def bias_test_path() -> Path:
+    """The shipped bias items' locked test split (``dev.jsonl`` is for choosing settings)."""
+    return data_dir() / "bias" / "test.jsonl"
+
+
 def shipped_train_rows(task: str) -> list[dict[str, Any]]:
     """The shipped training rows: ``train.jsonl`` (sentiment: plus the generated ``train_generated.jsonl``,
     written by ``tools/make_sentiment_prompts.py`` so RE-Control has 1,000+ rollouts to learn from)."""
     rows = load_items(shipped_train_path(task), task)
     extra = data_dir() / task / "train_generated.jsonl"
-    return rows + load_items(extra, task) if task != "truthfulqa" and extra.is_file() else rows
+    return rows + load_items(extra, task) if task in TEXT_TASKS and extra.is_file() else rows
 
 
 def check_task(task: str) -> None:
@@ -149,9 +164,9 @@ class Task:
 
     @property
     def contrast_position(self) -> str:
-        """Where ``contrast_texts`` are read: the last token for TruthfulQA's answers (one answer's meaning),
-        the mean over tokens for the sentence pairs."""
-        return "last" if self.name == "truthfulqa" else "mean"
+        """Where ``contrast_texts`` are read: the last token for the multiple-choice answers (one answer's
+        meaning), the mean over tokens for the sentence pairs."""
+        return "last" if self.name in MC_TASKS else "mean"
 
     def reward(self, texts: Sequence[str]) -> list[float]:
         """The task's reward of each generated text (detox: 1 - offensive probability; sentiment: VADER)."""
@@ -174,6 +189,8 @@ class Task:
         """
         if self.name == "truthfulqa":
             return truthfulqa_demonstrations(self.rows)
+        if self.name == "bias":
+            return Demonstrations(*bias_demonstration_parts(self.rows), chat=True)
         if self.shipped:
             return pair_demonstrations(*contrast_pairs("toxicity" if self.name == "detox" else self.name))
         kw = {"do_sample": True, "progress": self.progress}

@@ -5,8 +5,10 @@ template (Lin et al. 2022 score answers the same way, with their QA prompt). MC1
 answer scores highest among the best and the incorrect answers. MC2: the normalised probability mass
 of the correct answers (``Correct Answers`` plus ``Best Answer``) against the incorrect ones.
 
-Cost: each question's prompt runs once; its KV cache is then shared by all answer choices in one
-batch, and the unembedding runs only at answer positions.
+Cost: each question's prompt runs once (several questions' prompts in one left-padded batch); its keys and
+values are then shared by all its answer choices (every answer of those questions in one batch), and the
+unembedding runs only at answer tokens. ``benchmarks/mc_speed.py`` compares it with one forward pass over the
+same tokens.
 """
 
 from __future__ import annotations
@@ -56,53 +58,92 @@ def load_truthfulqa(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _answer_ids(tok: Any, prompt: str, answers: Sequence[str]) -> list[list[int]]:
+    return [tok(" " + a if not prompt.endswith((" ", "\n")) else a, add_special_tokens=False)["input_ids"]
+            for a in answers]
+
+
 @torch.no_grad()
-def answer_logprobs(model: Any, prompt: str, answers: Sequence[str]) -> torch.Tensor:
-    """Summed log-probability of each answer continuing ``prompt`` (a full text, template applied)."""
+def answer_logprobs(model: Any, prompt: str, answers: Sequence[str], mean: bool = False) -> torch.Tensor:
+    """Summed log-probability of each answer continuing ``prompt`` (a full text, template applied); with
+    ``mean=True`` the mean per answer token (length-normalised)."""
+    return batch_answer_logprobs(model, [prompt], [answers], mean=mean)[0]
+
+
+@torch.no_grad()
+def batch_answer_logprobs(model: Any, prompts: Sequence[str], answers: Sequence[Sequence[str]],
+                          mean: bool = False) -> list[torch.Tensor]:
+    """``answer_logprobs`` for several questions at once: their prompts run as one left-padded batch, whose
+    keys and values are then shared by every answer of the same question (all answers of all questions in a
+    second, right-padded batch). Only the answer tokens are unembedded."""
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
     tok = model.tokenizer
     device = next(model.parameters()).device
-    p_ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]], device=device)
-    a_ids = [tok(" " + a if not prompt.endswith((" ", "\n")) else a, add_special_tokens=False)["input_ids"]
-             for a in answers]
-    n, width = len(a_ids), max(len(a) for a in a_ids)
-    check_context(model, [p_ids.shape[1] + width], 0, [f"The question {prompt[-60:]!r} with its longest answer"])
-    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, 1)
-    resid = model(p_ids, attention_mask=torch.ones_like(p_ids), past_kv_cache=cache, stop_at_layer=model.cfg.n_layers)
-    first_logits = model.unembed(model.ln_final(resid[:, -1:]))[0, -1].log_softmax(-1)
-    for entry in cache.entries:  # share the prompt's keys and values across all answers
-        entry.past_keys = entry.past_keys.expand(n, -1, -1, -1)
-        entry.past_values = entry.past_values.expand(n, -1, -1, -1)
-    cache.previous_attention_mask = cache.previous_attention_mask.expand(n, -1)
+    p_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    a_ids = [_answer_ids(tok, p, a) for p, a in zip(prompts, answers, strict=True)]
+    if any(len(a) == 0 for a in a_ids) or any(len(x) == 0 for a in a_ids for x in a):
+        raise ValueError("Every question needs at least one non-empty answer")
+    check_context(model, [len(p) + max(len(x) for x in a) for p, a in zip(p_ids, a_ids, strict=True)], 0,
+                  [f"The question {p[-60:]!r} with its longest answer" for p in prompts])
+    g, p_len = len(prompts), max(len(p) for p in p_ids)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.full((g, p_len), pad, dtype=torch.long, device=device)
+    mask = torch.zeros((g, p_len), dtype=torch.long, device=device)
+    for i, p in enumerate(p_ids):  # left padding: every prompt ends at the last column
+        ids[i, p_len - len(p):] = torch.tensor(p, device=device)
+        mask[i, p_len - len(p):] = 1
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, g)
+    resid = model(ids, attention_mask=mask, past_kv_cache=cache, stop_at_layer=model.cfg.n_layers)
+    first = model.unembed(model.ln_final(resid[:, -1:]))[:, -1].log_softmax(-1)  # [g, vocab]
+    owner = torch.tensor([i for i, a in enumerate(a_ids) for _ in a], device=device)
+    for entry in cache.entries:  # each answer row reads its own question's keys and values
+        entry.past_keys = entry.past_keys[owner]
+        entry.past_values = entry.past_values[owner]
+    cache.previous_attention_mask = cache.previous_attention_mask[owner]
     cache.freeze()
+    flat = [x for a in a_ids for x in a]
+    n, width = len(flat), max(len(x) for x in flat)
     # Right-pad the answers: padding sits after every real token, so causality keeps it out of the scores.
-    ids = torch.full((n, width), tok.pad_token_id, dtype=torch.long, device=device)
+    ans = torch.full((n, width), pad, dtype=torch.long, device=device)
     real = torch.zeros((n, width), dtype=torch.bool, device=device)
-    for i, a in enumerate(a_ids):
-        ids[i, :len(a)] = torch.tensor(a, device=device)
-        real[i, :len(a)] = True
-    resid = model(ids, attention_mask=torch.ones_like(ids), past_kv_cache=cache, stop_at_layer=model.cfg.n_layers)
-    logp = model.unembed(model.ln_final(resid[:, :-1])).log_softmax(-1) if width > 1 else None
-    scores = first_logits[ids[:, 0]].clone()
-    if logp is not None:
-        nxt = logp.gather(-1, ids[:, 1:, None])[..., 0]
-        scores += (nxt * real[:, 1:]).sum(1)
-    return scores.float().cpu()
+    for i, x in enumerate(flat):
+        ans[i, :len(x)] = torch.tensor(x, device=device)
+        real[i, :len(x)] = True
+    scores = first[owner, ans[:, 0]].double()
+    if width > 1:
+        resid = model(ans, attention_mask=torch.ones_like(ans), past_kv_cache=cache,
+                      stop_at_layer=model.cfg.n_layers)
+        scored = real[:, 1:]  # the state before each answer token after the first
+        logp = model.unembed(model.ln_final(resid[:, :-1][scored][None]))[0].log_softmax(-1)
+        picked = logp.gather(-1, ans[:, 1:][scored][:, None])[:, 0].double()
+        scores = scores.index_add(0, scored.nonzero()[:, 0], picked)
+    if mean:
+        scores = scores / real.sum(1)
+    scores = scores.float().cpu()
+    return list(scores.split([len(a) for a in a_ids]))
 
 
 def score_truthfulqa(model: Any, rows: Sequence[dict[str, Any]], system: str | None = None,
-                     progress: bool = True) -> dict[str, Any]:
+                     progress: bool = True, batch_size: int = 8) -> dict[str, Any]:
     """MC1 and MC2 (means over questions) plus per-question values, for the model as it is (hooks included)."""
     if len(rows) == 0:
         raise ValueError("No TruthfulQA questions to score")
-    mc1, mc2 = [], []
-    for r in tqdm(rows, desc="truthfulqa", disable=not progress, leave=False):
-        prompt = format_chat(model.tokenizer, r["question"], system)
-        true_set, false_set = r["correct"], r["incorrect"]
-        s = answer_logprobs(model, prompt, [r["best"], *false_set, *true_set])
-        best, wrong, right = s[0], s[1:1 + len(false_set)], s[1 + len(false_set):]
-        mc1.append(float(best > wrong.max()))
-        p = torch.cat([right, wrong]).double().softmax(0)
-        mc2.append(float(p[:len(right)].sum()))
+    mc1, mc2 = [0.0] * len(rows), [0.0] * len(rows)
+    prompts = [format_chat(model.tokenizer, r["question"], system) for r in rows]
+    # questions of similar prompt length share a batch (little padding); results go back in row order
+    order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))
+    bar = tqdm(total=len(rows), desc="truthfulqa", disable=not progress, leave=False)
+    for start in range(0, len(rows), batch_size):
+        chunk = order[start:start + batch_size]
+        scored = batch_answer_logprobs(model, [prompts[i] for i in chunk],
+                                       [[rows[i]["best"], *rows[i]["incorrect"], *rows[i]["correct"]] for i in chunk])
+        for i, s in zip(chunk, scored, strict=True):
+            n_false = len(rows[i]["incorrect"])
+            best, wrong, right = s[0], s[1:1 + n_false], s[1 + n_false:]
+            mc1[i] = float(best > wrong.max())
+            p = torch.cat([right, wrong]).double().softmax(0)
+            mc2[i] = float(p[:len(right)].sum())
+        bar.update(len(chunk))
+    bar.close()
     return {"mc1": sum(mc1) / len(mc1), "mc2": sum(mc2) / len(mc2), "per_question": {"mc1": mc1, "mc2": mc2}}

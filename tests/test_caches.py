@@ -181,3 +181,48 @@ class TestAtomicFile:
             models._convert_gguf(target, verbose=False)
         assert list(target.parent.iterdir()) == []
         assert not models._complete(target)
+
+
+def test_memo_builds_once_and_rebuilds_a_damaged_entry(tmp_path):
+    from steerlens.files import content_key, memo
+
+    calls = []
+
+    def make():
+        calls.append(1)
+        return {"x": len(calls)}
+
+    save = lambda v, p: p.write_text(json.dumps(v))  # noqa: E731
+    load = lambda p: json.loads(p.read_text())  # noqa: E731
+    path = tmp_path / "c" / f"{content_key('a', [1, 2])}.json"
+    assert memo(path, make, save, load) == {"x": 1}
+    assert memo(path, make, save, load) == {"x": 1} and len(calls) == 1
+    path.write_text("{not json")
+    assert memo(path, make, save, load) == {"x": 2}  # a damaged entry is rebuilt, not trusted
+    assert content_key("a", [1, 2]) != content_key("a", [2, 1])
+
+
+def test_neutral_answers_and_activations_are_cached_by_content(tiny_chat, tmp_path, monkeypatch):
+    """A refit of SEA with other settings generates no neutral answer and runs no forward pass."""
+    import steerlens.demonstrations as demonstrations
+    import steerlens.methods.sea as sea
+    from steerlens.demonstrations import Demonstrations
+
+    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
+    demos = Demonstrations(["Q one?", "Q two?", "Q one?"], ["yes", "no", "maybe"], ["a", "b", "c"])
+    first = demos.with_neutral(tiny_chat, max_new_tokens=3, progress=False)
+    assert len(first.neutral) == 3 and first.neutral[0] == first.neutral[2]  # one answer per distinct prompt
+    acts = sea.demonstration_activations(tiny_chat, first, [1, 2], progress=False)
+
+    def fail(*a, **k):
+        raise AssertionError("recomputed")
+    monkeypatch.setattr(demonstrations, "generate", fail)
+    monkeypatch.setattr(sea, "collect_activations", fail)
+    again = demos.with_neutral(tiny_chat, max_new_tokens=3, progress=False)
+    assert again.neutral == first.neutral
+    cached = sea.demonstration_activations(tiny_chat, again, [1, 2], progress=False)
+    for which in acts:
+        for layer in (1, 2):
+            torch.testing.assert_close(cached[which][layer], acts[which][layer])
+    with pytest.raises(AssertionError, match="recomputed"):  # other prompts: not in the cache
+        Demonstrations(["Q three?"], ["x"], ["y"]).with_neutral(tiny_chat, max_new_tokens=3, progress=False)

@@ -210,3 +210,31 @@ def test_pace_partitions_from_the_classifier(model):
     assert undesirable(union) == expected | curated
     with pytest.raises(ValueError, match="'partition' = \"llm\" is not allowed: it must be one of \"curated\""):
         harness.fit_editor(model, "pace", "detox", settings={"partition": "llm"}, cache=False, progress=False)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["sea", "actadd"])
+def test_bias_eval_reports_bbq_metrics(model, method, monkeypatch, tmp_path):
+    """`steerlens eval --task bias`: fitted on training items, scored per condition as BBQ does; the unsteered
+    scores are cached by content, so the second method does not score the unsteered model again."""
+    from steerlens.bias import load_bias
+
+    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
+    train = load_bias(data_dir() / "bias" / "train.jsonl")[:24]
+    rows = load_bias(data_dir() / "bias" / "dev.jsonl")[:8]
+    r = harness.evaluate(model, method, "bias", rows, train, settings={"layers": [28, 29]}, progress=False)
+    assert set(r["steered"]) == set(harness.BIAS_METRICS) and 0 <= r["steered"]["accuracy"] <= 1
+    assert list((tmp_path / "scores").glob("bias-*.json"))  # the unsteered scores, kept
+    again = harness.measure(model, "bias", rows, None, progress=False)
+    assert again["metrics"] == r["unsteered"]
+
+
+def test_cli_refuses_a_malformed_bias_file_before_loading_a_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("steerlens.models.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    bad = write_jsonl(tmp_path / "b.jsonl", [{"context": "A and B met.", "question": "Who?", "answers": ["A", "B"],
+                                             "label": 0, "condition": "ambiguous", "polarity": "negative",
+                                             "target": 0}])
+    assert main(["eval", "--method", "sea", "--task", "bias", "--prompts", str(bad)]) == 2
+    assert "three non-empty strings" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no recipe for task 'bias'"):
+        harness.settings_for("pace", "bias", None)

@@ -15,6 +15,7 @@ from steerlens.methods.sea import (
     phi_inverse,
     spectral_bases,
     spectral_edit,
+    spectrum_owners,
 )
 
 
@@ -166,3 +167,68 @@ def test_cancelled_layers_are_those_where_the_edit_is_the_identity(tiny):
     z = torch.randn(2, 3, d)
     torch.testing.assert_close(spectral_edit(z, same["u_pos.1"], same["u_neg.1"]), z, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(spectral_edit(z, other["u_pos.2"], other["u_neg.2"]), z, atol=1e-3)
+
+
+class TestCentredSEA:
+    """steerlens's centred variant: the statistics and the edit ignore a component every state shares."""
+
+    def test_centred_bases_ignore_a_shared_offset(self):
+        h, hp, hn = toy_acts()
+        shift = 40.0 * torch.randn(24, generator=torch.Generator().manual_seed(3))
+        a = spectral_bases(h, hp, hn, 0.8, 0.8, centre=True)
+        b = spectral_bases(h + shift, hp + shift, hn + shift, 0.8, 0.8, centre=True)
+        for x, y in zip(a[:2], b[:2], strict=True):  # same subspaces (projections), up to signs of the columns
+            torch.testing.assert_close(x @ x.T, y @ y.T, atol=1e-4, rtol=0)
+        # uncentred, the offset takes the first direction and holds most of the energy
+        u, _, spectra = spectral_bases(h + shift, hp + shift, hn + shift, 0.8, 0.8)
+        assert u.shape[1] == 1 and abs(float(u[:, 0] @ shift / shift.norm())) > 0.99
+
+    def test_spectrum_owners_finds_the_mean(self):
+        h, hp, hn = toy_acts()
+        shift = 40.0 * torch.randn(24, generator=torch.Generator().manual_seed(3))
+        own = spectrum_owners(h + shift, hp + shift, {"axis": torch.eye(24)[0]})
+        assert own["first_share"] > 0.9 and own["cos_mean"] > 0.99
+        assert own["first_share_centred"] < 0.5 and 0 <= own["cos_axis"] <= 1
+        plain = spectrum_owners(h, hp)
+        assert plain["cos_mean"] < 0.9  # without a shared offset the mean does not own it
+
+    def test_centred_edit_is_eq4_around_the_mean(self, tiny):
+        d = tiny.cfg.d_model
+        h, hp, hn = toy_acts(n=200, d=d)
+        m = 30.0 * torch.randn(d, generator=torch.Generator().manual_seed(1))
+        acts = {"neutral": {1: h + m}, "positive": {1: hp + m}, "negative": {1: hn + m}}
+        ed = SpectralEditor.fit_activations(ModelSpec.of(tiny), acts, [1], 0.8, 0.8, centre=True)
+        assert ed.settings["centre"] is True and "mean.1" in ed.tensors
+        z = torch.randn(2, 3, d) + m
+        mean = ed.tensors["mean.1"]
+        want = mean + spectral_edit(z - mean, ed.tensors["u_pos.1"], ed.tensors["u_neg.1"])
+        torch.testing.assert_close(ed.hook_fn(1)(z, None), want)
+        # a state at the mean is left where it is; the centred part keeps its norm (Eq. 4's rescaling)
+        torch.testing.assert_close(ed.hook_fn(1)(mean[None], None), mean[None], atol=1e-4, rtol=0)
+        torch.testing.assert_close((ed.hook_fn(1)(z, None) - mean).norm(dim=-1), (z - mean).norm(dim=-1))
+        assert ed.cancelled_layers() == []
+
+    def test_centred_edit_commutes_with_kv_cache_and_round_trips(self, tiny, tmp_path):
+        d = tiny.cfg.d_model
+        h, hp, hn = toy_acts(n=200, d=d)
+        acts = {"neutral": {1: h * 5 + 2}, "positive": {1: hp * 5 + 2}, "negative": {1: hn * 5 + 2}}
+        ed = SpectralEditor.fit_activations(ModelSpec.of(tiny), acts, [1], 0.9, 0.9, centre=True)
+        tokens, mask = left_pad([[3, 4, 5, 6], [7, 8]], pad_id=0)
+        with ed.apply(tiny):
+            a = generate_tokens(tiny, tokens, mask, max_new_tokens=6, use_cache=True, stop_token_ids=[])
+            b = generate_tokens(tiny, tokens, mask, max_new_tokens=6, use_cache=False, stop_token_ids=[])
+        assert a == b
+        loaded = Editor.load(ed.save(tmp_path / "sea"), model=tiny)
+        x = torch.randint(0, 101, (1, 6))
+        torch.testing.assert_close(tiny.run_with_hooks(x, fwd_hooks=loaded.fwd_hooks()),
+                                   tiny.run_with_hooks(x, fwd_hooks=ed.fwd_hooks()))
+
+    def test_paper_variant_is_unchanged_by_the_setting(self, tiny):
+        """``centre=False`` (the default) is exactly the paper's Eq. 1-4."""
+        d = tiny.cfg.d_model
+        h, hp, hn = toy_acts(n=200, d=d)
+        acts = {"neutral": {1: h}, "positive": {1: hp}, "negative": {1: hn}}
+        ed = SpectralEditor.fit_activations(ModelSpec.of(tiny), acts, [1], 0.9, 0.9)
+        u_pos, u_neg, _ = spectral_bases(h, hp, hn, 0.9, 0.9)
+        z = torch.randn(4, d)
+        torch.testing.assert_close(ed.hook_fn(1)(z, None), spectral_edit(z, u_pos, u_neg))

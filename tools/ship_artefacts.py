@@ -44,10 +44,10 @@ def ship_dictionary(model) -> None:
 
 
 def ship_editors(model) -> None:
+    # fitted (or found: in the cache, or already shipped under the same name) before the old copies go
+    editors = {editor_entry(model, method, task)[0]: fit_editor(model, method, task) for method, task in SHIPPED_FITS}
     shutil.rmtree(SHIPPED_EDITORS, ignore_errors=True)
-    for method, task in SHIPPED_FITS:
-        name, _, _ = editor_entry(model, method, task)
-        editor = fit_editor(model, method, task)
+    for name, editor in editors.items():
         editor.model = ModelSpec.of(model)
         report(editor.save(SHIPPED_EDITORS / name))
 
@@ -58,6 +58,9 @@ def report(path) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
     default = steerlens.load_model()
-    ship_dictionary(default)
+    if "--editors-only" not in sys.argv:
+        ship_dictionary(default)
     ship_editors(default)

@@ -438,6 +438,7 @@ class PaCEEditor(Editor):
     """
 
     method = "pace"
+    tasks = ("detox", "sentiment", "truthfulqa")  # a concept partition per task (TASK_GROUPS)
     settings_spec = (
         Setting("layers", "layers", [9, 15, 21], "the layers whose residual stream is edited", saved=False),
         Setting("alpha", "float", 0.05, "the elastic net's penalty (paper: 0.05)", low=0.0, open_low=True),

@@ -430,6 +430,7 @@ class ValueController(Editor):
     """
 
     method = "recontrol"
+    tasks = ("detox", "sentiment", "truthfulqa")  # a text reward, or TruthfulQA's labelled answers
     settings_spec = (
         Setting("family", "str", "mlp", "the value function's family", choices=("mlp", "linear", "pca_mlp"),
                 saved=False),

@@ -15,6 +15,13 @@ The edit is applied to the same tensor the projections were learned on (``blocks
 
 Phi-SEA (paper Sec. 3.3): apply an elementwise feature map ``phi`` to ``H, H+, H-`` (and to ``z`` at
 inference), do the same spectral step in phi-space, then map back with ``phi``'s (pseudo-)inverse.
+
+Centred SEA (``centre=True``, steerlens's variant, not the paper's): the cross-covariances are those of centred
+activations, ``(H - mean H)^T (H+ - mean H+) / n``, and the edit acts on ``z - m`` (``m`` = mean of ``H``):
+``z' = m + Eq. 4(z - m)``. On a small model the uncentred Eq. 1 is dominated by the mean activation that
+neutral, positive and negative states share: its first direction holds 99%+ of the energy at every layer, so
+the kept and the removed subspaces coincide and Eq. 4 gives back ``z`` (``cancelled_layers``). Centring takes
+that shared component out of the statistics and out of the edit (``spectrum_owners`` measures it).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from ..settings import Setting
 
 FeatureMap = Literal["linear", "tanh", "elu", "sqexp"]
 TRUTHFULQA_NEUTRAL_TOKENS = 32  # neutral answer length used when K and layers were chosen on TruthfulQA
+NEUTRAL_TOKENS = {"truthfulqa": TRUTHFULQA_NEUTRAL_TOKENS, "bias": 16}  # the bias answers are a few words
 _EPS = 1e-6
 
 
@@ -73,17 +81,27 @@ def energy_rank(s: Float[torch.Tensor, " r"], energy: float) -> int:
     return int(min(int((cum < energy - 1e-12).sum()) + 1, len(s)))
 
 
+def centred(x: Float[torch.Tensor, "n d"]) -> Float[torch.Tensor, "n d"]:
+    """``x`` minus its mean row (float64)."""
+    x = x.double()
+    return x - x.mean(0)
+
+
 def spectral_bases(
     h: Float[torch.Tensor, "n d"],
     h_pos: Float[torch.Tensor, "n d"],
     h_neg: Float[torch.Tensor, "n d"],
     k_pos: float = 0.99,
     k_neg: float | None = 0.99,
+    centre: bool = False,
 ) -> tuple[Float[torch.Tensor, "d kp"], Float[torch.Tensor, "d kn"], dict[str, torch.Tensor]]:
     """The kept positive basis ``U+[:, :k+]`` and the removed negative basis ``U-[:, :k-]``.
 
-    ``k_neg=None`` removes nothing. Also returns the singular values (for the spectra plots).
+    ``k_neg=None`` removes nothing. ``centre``: cross-covariances of centred activations (steerlens's variant).
+    Also returns the singular values (for the spectra plots).
     """
+    if centre:
+        h, h_pos, h_neg = centred(h), centred(h_pos), centred(h_neg)
     u_p, s_p, _ = torch.linalg.svd(cross_covariance(h, h_pos))
     u_n, s_n, _ = torch.linalg.svd(cross_covariance(h, h_neg))
     kp = energy_rank(s_p, k_pos)
@@ -100,6 +118,28 @@ def spectral_edit(
     merged = z_pos + z_neg
     scale = z.norm(dim=-1, keepdim=True) / merged.norm(dim=-1, keepdim=True).clamp_min(_EPS)
     return merged * scale
+
+
+def spectrum_owners(
+    h: Float[torch.Tensor, "n d"], h_other: Float[torch.Tensor, "n d"],
+    references: dict[str, Float[torch.Tensor, " d"]] | None = None,
+) -> dict[str, float]:
+    """What owns the first direction of ``O = H^T H_other / n`` (Eq. 1): the share of the energy it holds,
+    uncentred and centred, and the absolute cosine of its left singular vector with the mean of ``H`` and with
+    each of ``references`` (e.g. the attention sink's state, a massive dimension's unit vector)."""
+    u, s, _ = torch.linalg.svd(cross_covariance(h, h_other))
+    _, s_c, _ = torch.linalg.svd(cross_covariance(centred(h), centred(h_other)))
+    energy, energy_c = s.double() ** 2, s_c.double() ** 2
+    first = u[:, 0]
+
+    def cos(v: torch.Tensor) -> float:
+        v = v.double()
+        return float((first @ v).abs() / v.norm().clamp_min(1e-12))
+
+    out = {"first_share": float(energy[0] / energy.sum()), "first_share_centred": float(energy_c[0] / energy_c.sum()),
+           "cos_mean": cos(h.double().mean(0))}
+    out.update({f"cos_{k}": cos(v) for k, v in (references or {}).items()})
+    return out
 
 
 def phi(x: torch.Tensor, kind: FeatureMap, scale: torch.Tensor | float = 1.0) -> torch.Tensor:
@@ -137,20 +177,44 @@ def phi_inverse(y: torch.Tensor, kind: FeatureMap, scale: torch.Tensor | float =
 
 
 def demonstration_activations(model: Any, demos: Demonstrations, layers: Sequence[int], batch_size: int = 16,
-                              progress: bool = True) -> dict[str, dict[int, torch.Tensor]]:
+                              progress: bool = True, cache: bool = True) -> dict[str, dict[int, torch.Tensor]]:
     """``{"neutral"|"positive"|"negative": {layer: [n, d]}}`` at the last token of prompt + answer.
 
     Repeated texts (e.g. one neutral answer shared by several demonstrations of a question) run once.
+    ``cache``: the activations are kept under ``cache_dir()/activations``, keyed by the model's weights, the
+    texts and the layers, so a refit with other K, feature map or centring is an SVD, not a forward pass.
     """
+    texts = {which: demos.texts(model, which) for which in ("neutral", "positive", "negative")}
+    unique = list(dict.fromkeys(t for which in texts.values() for t in which))
+
+    def make() -> dict[str, torch.Tensor]:
+        acts = collect_activations(model, unique, layers=layers, position="last", batch_size=batch_size,
+                                   progress=progress)
+        return {str(layer): acts[resid_hook_name(layer)] for layer in layers}
+
+    if cache:
+        from ..editing import weights_fingerprint
+        from ..files import content_key, memo
+        from ..models import cache_dir
+
+        key = content_key(str(getattr(model.cfg, "model_name", "")), weights_fingerprint(model), unique,
+                          list(layers))
+
+        def load(path: Any) -> dict[str, torch.Tensor]:
+            value = torch.load(path, weights_only=True)
+            if sorted(value) != sorted(str(la) for la in layers) or any(
+                    v.shape != (len(unique), model.cfg.d_model) for v in value.values()):
+                raise ValueError("cached activations of another shape")
+            return value
+
+        acts = memo(cache_dir() / "activations" / f"{key}.pt", make, save=lambda v, p: torch.save(v, p), load=load)
+    else:
+        acts = make()
+    where = {t: i for i, t in enumerate(unique)}
     out = {}
-    for which in ("neutral", "positive", "negative"):
-        texts = demos.texts(model, which)
-        unique = list(dict.fromkeys(texts))
-        acts = collect_activations(model, unique, layers=layers, position="last",
-                                   batch_size=batch_size, progress=progress)
-        where = {t: i for i, t in enumerate(unique)}
-        idx = torch.tensor([where[t] for t in texts])
-        out[which] = {layer: acts[resid_hook_name(layer)][idx] for layer in layers}
+    for which, ts in texts.items():
+        idx = torch.tensor([where[t] for t in ts])
+        out[which] = {layer: acts[str(layer)][idx] for layer in layers}
     return out
 
 
@@ -172,12 +236,14 @@ class SpectralEditor(Editor):
                 recipe=False),
         Setting("k_neg", "float", 0.99, "energy of the removed (negative) subspace", low=0.0, high=1.0,
                 open_low=True, optional=True, recipe=False),
-        Setting("feature_map", "str", "linear", "Phi-SEA's feature map", choices=("linear", "tanh", "elu", "sqexp"),
-                recipe=False),
+        Setting("feature_map", "str", "linear", "Phi-SEA's feature map", choices=("linear", "tanh", "elu", "sqexp")),
+        Setting("centre", "bool", False, "centre the activations before Eq. 1 and edit around the neutral mean "
+                "(steerlens's variant; false: the paper's uncentred Eq. 1)"),
     )
     tensor_spec = (TensorSpec("u_pos.{L}", ("d_model", "*")), TensorSpec("u_neg.{L}", ("d_model", "*")),
                    TensorSpec("s_pos.{L}", ("*",)), TensorSpec("s_neg.{L}", ("*",)),
-                   TensorSpec("phi_scale.{L}", ("d_model",)), TensorSpec("sink_norm.{L}", (), optional=True))
+                   TensorSpec("phi_scale.{L}", ("d_model",)), TensorSpec("sink_norm.{L}", (), optional=True),
+                   TensorSpec("mean.{L}", ("d_model",), optional=True))
     task_defaults = {"truthfulqa": {"layers": list(range(10, 30)), "k": 0.998}}
     demo_notes = {"truthfulness": (
         "SEA projects every activation at layers 10-29 onto directions shared with true answers and off those "
@@ -191,17 +257,17 @@ class SpectralEditor(Editor):
         ``TRUTHFULQA_NEUTRAL_TOKENS`` tokens (as in ``benchmarks/sea_truthfulqa.py``, where K and the layers
         were chosen)."""
         demos = task.contrast_pairs()
-        if task.name == "truthfulqa":
-            demos = demos.with_neutral(model, max_new_tokens=TRUTHFULQA_NEUTRAL_TOKENS, batch_size=32,
+        if task.name in NEUTRAL_TOKENS:
+            demos = demos.with_neutral(model, max_new_tokens=NEUTRAL_TOKENS[task.name], batch_size=32,
                                        progress=task.progress)
         return cls.fit(model, demos, layers=settings["layers"], k_pos=settings["k"], k_neg=settings["k"],
-                       progress=task.progress)
+                       feature_map=settings["feature_map"], centre=settings["centre"], progress=task.progress)
 
     @classmethod
     @checked_settings
     def fit_activations(cls, spec: ModelSpec, acts: dict[str, dict[int, torch.Tensor]], layers: Sequence[int],
                         k_pos: float = 0.99, k_neg: float | None = 0.99,
-                        feature_map: FeatureMap = "linear") -> SpectralEditor:
+                        feature_map: FeatureMap = "linear", centre: bool = False) -> SpectralEditor:
         """Fit from precomputed demonstration activations (see ``demonstration_activations``)."""
         tensors: dict[str, torch.Tensor] = {}
         for layer in layers:
@@ -211,17 +277,20 @@ class SpectralEditor(Editor):
             scale = torch.cat([h, hp, hn]).std(dim=0).clamp_min(_EPS) if feature_map != "linear" \
                 else torch.ones(h.shape[1])
             fh, fp, fn = (phi(x, feature_map, scale) for x in (h, hp, hn))
-            u_pos, u_neg, spectra = spectral_bases(fh, fp, fn, k_pos, k_neg)
+            u_pos, u_neg, spectra = spectral_bases(fh, fp, fn, k_pos, k_neg, centre=centre)
+            if centre:
+                tensors[f"mean.{layer}"] = fh.double().mean(0).float()
             tensors.update({f"u_pos.{layer}": u_pos, f"u_neg.{layer}": u_neg, f"phi_scale.{layer}": scale,
                             f"s_pos.{layer}": spectra["s_pos"], f"s_neg.{layer}": spectra["s_neg"],
                             f"sink_norm.{layer}": sink_threshold(torch.cat([h, hp, hn]).norm(dim=-1))})
-        settings = {"k_pos": k_pos, "k_neg": k_neg, "feature_map": feature_map}
+        settings = {"k_pos": k_pos, "k_neg": k_neg, "feature_map": feature_map, "centre": centre}
         return cls(model=spec, layers=list(layers), settings=settings, tensors=tensors)
 
     @classmethod
     @checked_settings
     def fit(cls, model: Any, demos: Demonstrations, layers: Sequence[int] | None = None, k_pos: float = 0.998,
-            k_neg: float | None = 0.998, feature_map: FeatureMap = "linear", progress: bool = True) -> SpectralEditor:
+            k_neg: float | None = 0.998, feature_map: FeatureMap = "linear", centre: bool = False,
+            progress: bool = True) -> SpectralEditor:
         """Generate neutral answers if missing, collect activations, and fit (paper Alg. 1).
 
         Defaults: the last two thirds of the layers and K = 99.8% for both subspaces, the best mean
@@ -232,21 +301,27 @@ class SpectralEditor(Editor):
         layers = check_layers(list(range(n // 3, n) if layers is None else layers), n)
         demos = demos.with_neutral(model, progress=progress)
         acts = demonstration_activations(model, demos, layers, progress=progress)
-        return cls.fit_activations(ModelSpec.of(model), acts, layers, k_pos, k_neg, feature_map)
+        return cls.fit_activations(ModelSpec.of(model), acts, layers, k_pos, k_neg, feature_map, centre)
 
     def hook_fn(self, layer: int) -> HookFn:
         u_pos, u_neg = self.tensors[f"u_pos.{layer}"], self.tensors[f"u_neg.{layer}"]
         kind = self.settings["feature_map"]
         scale = self.tensors[f"phi_scale.{layer}"]
+        mean = self.tensors.get(f"mean.{layer}") if self.settings.get("centre") else None
+
+        def edit(f: torch.Tensor) -> torch.Tensor:
+            if mean is None:
+                return spectral_edit(f, u_pos.to(f.dtype), u_neg.to(f.dtype))
+            m = mean.to(f.dtype)
+            return m + spectral_edit(f - m, u_pos.to(f.dtype), u_neg.to(f.dtype))
 
         if kind == "linear":
             def sea(act: torch.Tensor, hook: Any) -> torch.Tensor:
-                return spectral_edit(act, u_pos.to(act.dtype), u_neg.to(act.dtype))
+                return edit(act)
             return sea
 
         def phi_sea(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            f = phi(act, kind, scale.to(act.dtype))
-            edited = spectral_edit(f, u_pos.to(act.dtype), u_neg.to(act.dtype))
+            edited = edit(phi(act, kind, scale.to(act.dtype)))
             return phi_inverse(edited, kind, scale.to(act.dtype), sign_of=act)
         return phi_sea
 
