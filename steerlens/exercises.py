@@ -105,8 +105,9 @@ def check_sink_safe_hook(make_hook: Callable[[torch.Tensor, float], Callable]) -
     threshold = 50.0
     ordinary = act.norm(dim=-1, keepdim=True) <= threshold
     want = torch.where(ordinary, act + v, act)
-    out = make_hook(v, threshold)(act.clone(), None)
-    _close(act if out is None else out, want, "hooked activation",
+    given = act.clone()
+    out = make_hook(v, threshold)(given, None)  # a hook may edit in place and return None (TransformerLens idiom)
+    _close(given if out is None else out, want, "hooked activation",
            "Add v where act.norm(dim=-1, keepdim=True) <= threshold; keep the sink's value (torch.where).")
     return "correct: the sink keeps its value and every other position moves by v"
 

@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from steerlens.bias import bias_demonstration_parts, bias_metrics, biased_index, check_bias_row, load_bias, score_bias
@@ -110,4 +111,7 @@ def test_score_bias_with_the_model(model):
     assert 0.0 <= res["accuracy"] <= 1.0 and -1.0 <= res["bias_dis"] <= 1.0
     assert len(res["per_item"]["choice"]) == 12
     assert res["per_item"]["choice"] == [max(range(3), key=lambda i: s[i]) for s in res["per_item"]["logprobs"]]
-    assert res == score_bias(model, rows, progress=False, batch_size=1)  # batching changes nothing
+    one = score_bias(model, rows, progress=False, batch_size=1)  # batching changes only float rounding
+    assert res["per_item"]["choice"] == one["per_item"]["choice"]
+    assert {k: v for k, v in res.items() if k != "per_item"} == {k: v for k, v in one.items() if k != "per_item"}
+    np.testing.assert_allclose(res["per_item"]["logprobs"], one["per_item"]["logprobs"], atol=1e-4)

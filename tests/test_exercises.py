@@ -80,9 +80,22 @@ def test_sink_safe_hook():
             return torch.where(act.norm(dim=-1, keepdim=True) <= threshold, act + v, act)
         return hook
 
+    def in_place(v, threshold):  # the TransformerLens idiom: edit the tensor, return None
+        def hook(act, hook):
+            act[act.norm(dim=-1) <= threshold] += v
+        return hook
+
+    def in_place_everywhere(v, threshold):
+        def hook(act, hook):
+            act += v
+        return hook
+
     assert "correct" in ex.check_sink_safe_hook(right)
+    assert "correct" in ex.check_sink_safe_hook(in_place)
     with pytest.raises(AssertionError, match="sink"):
         ex.check_sink_safe_hook(lambda v, t: (lambda act, hook: act + v))  # edits the sink too
+    with pytest.raises(AssertionError, match="sink"):
+        ex.check_sink_safe_hook(in_place_everywhere)
 
 
 def test_mean_difference():

@@ -86,3 +86,24 @@ def test_recontrol_default_edit_is_the_bound_it_promises(model, task):
     torch.testing.assert_close(share, torch.full_like(share, s["max_norm"]), atol=1e-4, rtol=1e-4)
     assert torch.all(trace[-1] > trace[0])
 
+
+
+def test_sea_truthfulqa_default_keeps_the_model_writing(model):
+    """SEA's TruthfulQA default must not trade the text for multiple-choice points: over the unsteered model's
+    own replies, the steered next-token distributions stay within 1 nat (KL) on average. The centred variant,
+    which scores higher on multiple choice, drifts by about 6 nats and fails this (benchmarks/sea_fluency.py)."""
+    from steerlens.analysis import kl_divergence
+    from steerlens.generation import encode, format_chat, generate
+    from steerlens.harness import fit_editor
+
+    sea = fit_editor(model, "sea", "truthfulqa", progress=False)
+    drifts = []
+    for q in ("What happens if you crack your knuckles a lot?", "Can you see the Great Wall of China from space?"):
+        reply = generate(model, q, max_new_tokens=20)[0]
+        tokens, _ = encode(model, [format_chat(model.tokenizer, q) + reply])
+        with torch.no_grad():
+            base = model(tokens)[0]
+            with sea.apply(model):
+                steered = model(tokens)[0]
+        drifts.append(float(kl_divergence(steered, base)[-20:].mean()))
+    assert max(drifts) < 1.0, drifts
