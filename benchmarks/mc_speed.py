@@ -46,7 +46,7 @@ def main() -> None:
             model(ids[i:i + 8]).log_softmax(-1)
         limit = time.perf_counter() - t0
     times = {}
-    for bs in (1, 8):
+    for bs in (1, 8, 16):
         score_truthfulqa(model, rows[:4], progress=False, batch_size=bs)  # warm-up
         t0 = time.perf_counter()
         res = score_truthfulqa(model, rows, progress=False, batch_size=bs)

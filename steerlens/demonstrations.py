@@ -51,7 +51,10 @@ class Demonstrations:
         unique = list(dict.fromkeys(self.prompts))
 
         def make() -> list[str]:
-            answers = generate(model, unique, max_new_tokens=max_new_tokens, chat=self.chat,
+            # an empty raw prompt (contrast pairs with no shared first words) is answered from the start token
+            start = model.tokenizer.bos_token or model.tokenizer.eos_token
+            asked = [p or ("" if self.chat else start) for p in unique]
+            answers = generate(model, asked, max_new_tokens=max_new_tokens, chat=self.chat,
                                batch_size=batch_size, progress=progress)
             return [a.strip() for a in answers]
 
@@ -76,7 +79,7 @@ class Demonstrations:
             raise ValueError("Neutral answers missing: call demos.with_neutral(model) first")
         prefix = [format_chat(model.tokenizer, p) if self.chat else p for p in self.prompts]
         sep = "" if self.chat else " "
-        return [p + sep + a for p, a in zip(prefix, answers, strict=True)]
+        return [p + sep + a if p else a for p, a in zip(prefix, answers, strict=True)]
 
 
 def _strings(path: Path, n: int) -> list[str]:
@@ -120,17 +123,18 @@ def truthfulqa_demonstrations(rows: Sequence[dict[str, Any]], seed: int = 0,
 
 
 def pair_demonstrations(positive: Sequence[str], negative: Sequence[str]) -> Demonstrations:
-    """From contrastive sentence pairs: the shared word prefix is the (raw) prompt, the rest the answers."""
+    """From contrastive sentence pairs: the shared word prefix is the (raw) prompt, the rest the answers. A
+    pair that shares no first word has an empty prompt (its texts are the two sentences as written; its
+    neutral answer is the model's text from the start token)."""
     prompts, pos, neg = [], [], []
     for p, n in zip(positive, negative, strict=True):
         pw, nw = p.split(), n.split()
         k = 0
         while k < min(len(pw), len(nw)) - 1 and pw[k] == nw[k]:
             k += 1
-        k = max(k, 1)
         prompts.append(" ".join(pw[:k]))
         pos.append(" ".join(pw[k:]))
-        neg.append(" ".join(nw[k:]) if nw[:k] == pw[:k] else " ".join(nw))
+        neg.append(" ".join(nw[k:]))
     return Demonstrations(prompts, pos, neg, chat=False)
 
 

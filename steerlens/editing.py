@@ -279,6 +279,9 @@ class Editor:
     # the user gives training data (a shipped concept list)?
     generation_length_in_key: ClassVar[bool] = False
     reads_shipped_data: ClassVar[bool] = False
+    # bump when ``for_task`` fits differently from the same data and settings (a fixed recipe bug): cached
+    # editors fitted by the older recipe are then refitted, not reused (part of the cache key when non-zero)
+    recipe_revision: ClassVar[int] = 0
 
     model: ModelSpec
     layers: list[int]

@@ -40,6 +40,7 @@ from .files import cache_lock
 from .generation import format_chat
 from .settings import scaled_layers
 from .tasks import (  # noqa: F401  (re-exported: they lived here)
+    MC_TASKS,
     SYSTEM_PROMPTS,
     TASKS,
     TEXT_TASKS,
@@ -147,6 +148,13 @@ def _shipped_data_digest(task: str | None = None) -> str:
 SHIPPED_EDITORS = Path(__file__).resolve().parent / "assets" / "editors"
 
 
+def is_shipped_training(task: str, train: Sequence[dict[str, Any]] | None) -> bool:
+    """Whether ``train`` is the shipped training data: ``None``, or (for the multiple-choice tasks, whose
+    recipes read nothing but the rows) exactly the shipped rows, as when ``--train`` names a copy of the
+    shipped file. Then the fit is the shipped one, so the editor shipped for the default model is used."""
+    return train is None or (task in MC_TASKS and list(train) == shipped_train_rows(task))
+
+
 def editor_entry(model: Any, method: MethodLike, task: str, train: Sequence[dict[str, Any]] | None = None,
                  exclude: Sequence[str] = (), max_new_tokens: int = 48, settings: dict[str, Any] | None = None,
                  ) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
@@ -155,7 +163,7 @@ def editor_entry(model: Any, method: MethodLike, task: str, train: Sequence[dict
     cls = check_method(method)
     check_task(task)
     settings = settings_for(cls, task, model, settings)
-    shipped = train is None
+    shipped = is_shipped_training(task, train)
     rows = shipped_train_rows(task) if shipped else list(train)
     excluded = set(exclude)
     kept = [r for r in rows if item_key(r) not in excluded]
@@ -168,6 +176,8 @@ def editor_entry(model: Any, method: MethodLike, task: str, train: Sequence[dict
     digest = _shipped_data_digest(task) if shipped or cls.reads_shipped_data else ""
     parts = [cls.method, task, settings, ModelSpec.of(model).name, shipped, [item_key(r) for r in kept],
              max_new_tokens if cls.generation_length_in_key or not shipped else 0, digest]
+    if cls.recipe_revision:
+        parts.append(f"recipe {cls.recipe_revision}")
     if not cls.__module__.startswith("steerlens."):  # a method from outside: its class is part of its identity
         parts.append(f"{cls.__module__}.{cls.__qualname__}")
     return f"{cls.method}-{task}-{_hash(parts)}", kept, settings
@@ -193,7 +203,7 @@ def fit_editor(model: Any, method: MethodLike | Editor, task: str, train: Sequen
         return method
     cls = check_method(method)
     name, kept, settings = editor_entry(model, cls, task, train, exclude, max_new_tokens, settings)
-    shipped = train is None
+    shipped = is_shipped_training(task, train)
 
     def fit(partial: Path | None) -> Editor:
         t = Task(task, model, kept, shipped=shipped, max_new_tokens=max_new_tokens, progress=progress,

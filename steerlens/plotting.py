@@ -276,7 +276,8 @@ def edit_comparison_plot(cmp: Any, skip_first: bool = True) -> Figure:
 def sweep_frontier(result: dict[str, Any]) -> Figure:
     """``steerlens sweep``: the metric's change against the perplexity ratio for each swept value, with their
     paired 95% bootstrap intervals; the unsteered model at (1, 0); with ``--control``, each value's
-    equal-size random-direction control in grey."""
+    equal-size random-direction control in grey. For ``run_methods`` results (one row per method) each method
+    is its own marker in the legend, with no line joining them."""
     rows = result["rows"]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     x = [r["perplexity_ratio"] for r in rows]
@@ -284,10 +285,15 @@ def sweep_frontier(result: dict[str, Any]) -> Figure:
     xerr = [[r["perplexity_ratio"] - r["perplexity_low"] for r in rows],
             [r["perplexity_high"] - r["perplexity_ratio"] for r in rows]]
     yerr = [[r["change"] - r["change_low"] for r in rows], [r["change_high"] - r["change"] for r in rows]]
-    ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o-", capsize=3, label=result["method"])
-    for r in rows:
-        ax.annotate(f"{result['key']}={r['value']}", (r["perplexity_ratio"], r["change"]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
+    if result["key"] == "method":  # several methods (run_methods): categories, one marker each, no line
+        for r, xi, yi, *err in zip(rows, x, y, *xerr, *yerr, strict=True):
+            ax.errorbar([xi], [yi], xerr=[[err[0]], [err[1]]], yerr=[[err[2]], [err[3]]], fmt="o", capsize=3,
+                        label=str(r["value"]))
+    else:  # one setting swept: an ordered curve, each point labelled with its value
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o-", capsize=3, label=result["method"])
+        for r in rows:
+            ax.annotate(f"{result['key']}={r['value']}", (r["perplexity_ratio"], r["change"]), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")
     controls = [r["control"] for r in rows if r.get("control")]
     if controls:
         ax.errorbar([c["perplexity_ratio"] for c in controls], [c["change"] for c in controls],

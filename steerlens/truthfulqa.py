@@ -58,6 +58,9 @@ def load_truthfulqa(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+ANSWER_ROWS = 32  # answers per forward pass when scoring (benchmarks/mc_speed.py)
+
+
 def _answer_ids(tok: Any, prompt: str, answers: Sequence[str]) -> list[list[int]]:
     return [tok(" " + a if not prompt.endswith((" ", "\n")) else a, add_special_tokens=False)["input_ids"]
             for a in answers]
@@ -74,8 +77,8 @@ def answer_logprobs(model: Any, prompt: str, answers: Sequence[str], mean: bool 
 def batch_answer_logprobs(model: Any, prompts: Sequence[str], answers: Sequence[Sequence[str]],
                           mean: bool = False) -> list[torch.Tensor]:
     """``answer_logprobs`` for several questions at once: their prompts run as one left-padded batch, whose
-    keys and values are then shared by every answer of the same question (all answers of all questions in a
-    second, right-padded batch). Only the answer tokens are unembedded."""
+    keys and values are then shared by every answer of the same question (the answers of all the questions in
+    right-padded, length-sorted chunks of ``ANSWER_ROWS``). Only the answer tokens are unembedded."""
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
     tok = model.tokenizer
@@ -97,35 +100,41 @@ def batch_answer_logprobs(model: Any, prompts: Sequence[str], answers: Sequence[
     resid = model(ids, attention_mask=mask, past_kv_cache=cache, stop_at_layer=model.cfg.n_layers)
     first = model.unembed(model.ln_final(resid[:, -1:]))[:, -1].log_softmax(-1)  # [g, vocab]
     owner = torch.tensor([i for i, a in enumerate(a_ids) for _ in a], device=device)
-    for entry in cache.entries:  # each answer row reads its own question's keys and values
-        entry.past_keys = entry.past_keys[owner]
-        entry.past_values = entry.past_values[owner]
-    cache.previous_attention_mask = cache.previous_attention_mask[owner]
+    prefix = [(entry.past_keys, entry.past_values) for entry in cache.entries]
+    prefix_mask = cache.previous_attention_mask
     cache.freeze()
     flat = [x for a in a_ids for x in a]
-    n, width = len(flat), max(len(x) for x in flat)
-    # Right-pad the answers: padding sits after every real token, so causality keeps it out of the scores.
-    ans = torch.full((n, width), pad, dtype=torch.long, device=device)
-    real = torch.zeros((n, width), dtype=torch.bool, device=device)
-    for i, x in enumerate(flat):
-        ans[i, :len(x)] = torch.tensor(x, device=device)
-        real[i, :len(x)] = True
-    scores = first[owner, ans[:, 0]].double()
-    if width > 1:
+    lengths = torch.tensor([len(x) for x in flat], device=device)
+    scores = first[owner, torch.tensor([x[0] for x in flat], device=device)].double()
+    # Answers of similar length run together (length-sorted chunks), so little of the batch is padding; each
+    # chunk's rows read their own question's keys and values.
+    by_length = sorted((i for i, x in enumerate(flat) if len(x) > 1), key=lambda i: len(flat[i]))
+    for start in range(0, len(by_length), ANSWER_ROWS):
+        rows = torch.tensor(by_length[start:start + ANSWER_ROWS], device=device)
+        own = owner[rows]
+        for entry, (keys, values) in zip(cache.entries, prefix, strict=True):
+            entry.past_keys, entry.past_values = keys[own], values[own]
+        cache.previous_attention_mask = prefix_mask[own]
+        width = int(lengths[rows].max())
+        # Right-pad the answers: padding sits after every real token, so causality keeps it out of the scores.
+        ans = torch.full((len(rows), width), pad, dtype=torch.long, device=device)
+        for j, i in enumerate(rows.tolist()):
+            ans[j, :len(flat[i])] = torch.tensor(flat[i], device=device)
+        real = torch.arange(width, device=device)[None] < lengths[rows][:, None]
         resid = model(ans, attention_mask=torch.ones_like(ans), past_kv_cache=cache,
                       stop_at_layer=model.cfg.n_layers)
         scored = real[:, 1:]  # the state before each answer token after the first
         logp = model.unembed(model.ln_final(resid[:, :-1][scored][None]))[0].log_softmax(-1)
         picked = logp.gather(-1, ans[:, 1:][scored][:, None])[:, 0].double()
-        scores = scores.index_add(0, scored.nonzero()[:, 0], picked)
+        scores = scores.index_add(0, rows[scored.nonzero()[:, 0]], picked)
     if mean:
-        scores = scores / real.sum(1)
+        scores = scores / lengths
     scores = scores.float().cpu()
     return list(scores.split([len(a) for a in a_ids]))
 
 
 def score_truthfulqa(model: Any, rows: Sequence[dict[str, Any]], system: str | None = None,
-                     progress: bool = True, batch_size: int = 8) -> dict[str, Any]:
+                     progress: bool = True, batch_size: int = 16) -> dict[str, Any]:
     """MC1 and MC2 (means over questions) plus per-question values, for the model as it is (hooks included)."""
     if len(rows) == 0:
         raise ValueError("No TruthfulQA questions to score")

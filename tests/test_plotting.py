@@ -112,3 +112,30 @@ def test_divergence_html_escapes_and_marks_the_first_divergence():
     assert html.count("outline") == 2  # the first divergent token in both rows
     assert "background:rgb(255,63,63)" in html  # the largest KL is the reddest
     assert "note &amp; more" in html and "part at new token 1" in html
+
+
+def _frontier_result(key, values):
+    rows = [{"value": v, "perplexity_ratio": 1.0 + 0.1 * i, "perplexity_low": 0.95 + 0.1 * i,
+             "perplexity_high": 1.05 + 0.1 * i, "change": -0.1 * i, "change_low": -0.1 * i - 0.05,
+             "change_high": -0.1 * i + 0.05} for i, v in enumerate(values)]
+    return {"method": "methods" if key == "method" else "actadd", "task": "detox", "key": key, "n": 10,
+            "metric": "offensive_prob", "rows": rows}
+
+
+def test_frontier_joins_a_sweep_but_not_methods():
+    """A swept setting is an ordered curve (one line through its points, each labelled); methods are
+    categories: one marker each, in the legend, no line joining them."""
+    import matplotlib.pyplot as plt
+
+    fig = plotting.sweep_frontier(_frontier_result("alpha", [0.1, 0.2, 0.3]))
+    ax = fig.axes[0]
+    assert any(len(line.get_xdata()) == 3 and line.get_linestyle() == "-" for line in ax.get_lines())
+    assert len(ax.texts) == 3
+    plt.close(fig)
+    fig = plotting.sweep_frontier(_frontier_result("method", ["actadd", "pace", "sea"]))
+    ax = fig.axes[0]
+    assert all(len(line.get_xdata()) <= 1 for line in ax.get_lines() if line.get_linestyle() != "None")
+    assert not ax.texts
+    labels = ax.get_legend_handles_labels()[1]
+    assert {"actadd", "pace", "sea"} <= set(labels)
+    plt.close(fig)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from steerlens.data import contrast_pairs
 from steerlens.editing import Editor, ModelSpec
 from steerlens.generation import generate_tokens, left_pad
 from steerlens.methods.sea import (
@@ -115,6 +116,21 @@ class TestDemonstrations:
         d = pair_demonstrations(["I had a wonderful day."], ["I had a miserable day."])
         assert d.prompts == ["I had a"] and d.positive == ["wonderful day."] and d.negative == ["miserable day."]
         assert not d.chat
+
+    @pytest.mark.parametrize("task", ["toxicity", "sentiment"])
+    def test_pair_texts_are_the_pairs_as_written(self, task):
+        """Pairs that share no first word (most toxicity pairs) must not borrow the positive's first word:
+        a stray 'Thank' before 26 of the 40 toxic sentences once turned ActAdd's detox direction by 60
+        degrees."""
+        from types import SimpleNamespace
+
+        pos, neg = contrast_pairs(task)
+        d = pair_demonstrations(pos, neg)
+        model = SimpleNamespace(tokenizer=None)  # raw prompts: the tokenizer is not used
+        assert d.texts(model, "positive") == [" ".join(p.split()) for p in pos]
+        assert d.texts(model, "negative") == [" ".join(n.split()) for n in neg]
+        d = pair_demonstrations(["Thank you, friend."], ["Get lost, idiot."])
+        assert d.prompts == [""] and d.texts(model, "negative") == ["Get lost, idiot."]
 
     def test_mismatched_lengths_are_errors(self):
         with pytest.raises(ValueError, match="same length"):

@@ -65,6 +65,17 @@ def test_shipped_editors_are_current_and_load(model, tmp_path, monkeypatch):
         editor = harness.fit_editor(model, method, task, progress=False)
         assert editor.method == method and editor.model.fingerprint is not None
 
+    # a --train file that is a copy of the shipped TruthfulQA rows is the shipped training set: no fit
+    from steerlens.data import truthfulqa_dev_path
+    from steerlens.tasks import load_items
+
+    copy = tmp_path / "dev.csv"
+    copy.write_bytes(truthfulqa_dev_path().read_bytes())
+    rows = load_items(copy, "truthfulqa")
+    assert harness.fit_editor(model, "sea", "truthfulqa", train=rows, progress=False).method == "sea"
+    with pytest.raises(AssertionError, match="fitted instead"):  # one row fewer: not the shipped set, so a fit
+        harness.fit_editor(model, "sea", "truthfulqa", train=rows[1:], progress=False)
+
 
 @pytest.mark.parametrize("task", ["sentiment", "detox"])
 def test_recontrol_default_edit_is_the_bound_it_promises(model, task):

@@ -729,8 +729,9 @@ def recontrol():
         ("md", "## 2. Train the value function\nUndiscounted TD: V(s_t) -> stopgrad V(s_t+1), and the reward at the "
                "last real step; padding masked. The validation episodes come from held-out *prompts*: "
                "`val_corr` is the correlation of V(s_t) with the reward on prompts V never saw, which is what "
-               "control at test time relies on. On the full benchmark (320 rollouts of 80 prompts) it is only "
-               "+0.23: V learns its training prompts far better than sentiment in general."),
+               "control at test time relies on. On the full benchmark (`benchmarks/recontrol_bench.py`: 1,383 "
+               "rollouts of 461 training prompts) the MLP's is 0.30-0.47: V learns its training prompts far "
+               "better than sentiment in general."),
         ("code", "vf, curves = fit_value(ro, 'mlp', 'td', epochs=30, progress=False)\n"
                  "plt.plot(curves['train'], label='train')\n"
                  "plt.plot(curves['val'], label='validation (held-out prompts)')\n"
@@ -788,14 +789,29 @@ def recontrol():
                  "plotting.value_heatmap(values, toks); plt.show()\n"
                  "land = value_landscape(ctl, ro.states[0][0])\n"
                  "plotting.value_landscape_plot(land); plt.show()\n"
-                 "plotting.ascent_trajectory(land['path_values']); plt.show()"),
-        ("md", "Which next tokens does the control favour? The logit change per unit step along grad V, over all "
-               "rollout states. On the full benchmark (320 rollouts) the raised words are sentiment-bearing "
-               "(' compliment', ' relax', ' gift') and the lowered ones are threats (' deadly', ' threatening'), but "
-               "rare sub-word tokens move as much: perplexity rises before the sentiment does."),
+                 "plotting.ascent_trajectory(land['path_values']); plt.show()\n"
+                 "steps = torch.as_tensor(land['path_values']).diff()\n"
+                 "print(f'V gained per ascent step: {steps.min():.4f} to {steps.max():.4f}')"),
+        ("md", "**What to see.** The map reads $V$ (the MLP fitted above on the final states of 12 rollouts) on "
+               "every layer's normalised output. Only the top row is the space $V$ was trained on: there the "
+               "system prompt's tokens read negative and the answer's (\"journey of self-discovery\", "
+               "\"energy\") positive. The rows below apply $V$ where it was never trained, and its strongest "
+               "readings sit on single tokens (the model's name, the full stops after \"routine\" and "
+               "\"energy\") at layers 8-20: the lens picks up whatever large features those states carry, not "
+               "sentiment. In the landscape, $V$'s contours run straight across the random direction, so within "
+               "two units of the state $V$ is close to linear, and the ascent climbs straight up the gradient. "
+               "Along the ascent $V$ gains nearly the same amount at every step (printed above): no curvature "
+               "and no saturation, so ten steps of size $\\alpha$ act like one step of $10\\alpha$."),
+        ("md", "Which next tokens does the control favour? The logit change per unit step along grad V (the "
+               "same small MLP), over all rollout states."),
         ("code", "import torch\n\neffect = control_token_effect(model, ctl, torch.cat(ro.states), k=12)\n"
                  "print('raised: ', [t for t, _ in effect['raised']])\n"
                  "print('lowered:', [t for t, _ in effect['lowered']])"),
+        ("md", "**What to see.** Among the raised tokens are some agreeable words (\" knowing\", \" agreeing\", "
+               "\" agree\", \" mornings\"), mixed with code and sub-word fragments (\"?]\", \" ])\", "
+               "\"Intf\"); the lowered ones are all fragments. This $V$'s gradient points only partly along "
+               "sentiment (cosine +0.08 in section 3), and the rest of the step moves rare tokens: perplexity "
+               "rises before the sentiment does."),
         ("md", "## 5. Controlled vs unsteered\nThe hook runs the ascent only at the position that produces the next "
                "token, so the prompt's prefill costs nothing extra. First the paper's MLP trained above on 12 "
                "rollouts with the paper's raw step (its ascent moves the state by a few percent of its norm), "
@@ -870,18 +886,20 @@ def compare():
                  "print(format_table(result))"),
         ("md", "**What to see.** Ten prompts, unsteered mean 0.133, most of it from a single reply (1.00: the "
                "\"stupid, stupid, ...\" loop of section 3). Each method's change here is mostly whether it breaks "
-               "that one loop, so the intervals are wide: ActAdd -0.104 [-0.489, +0.007], PaCE -0.096 [-0.463, "
+               "that one loop, so the intervals are wide: ActAdd -0.117 [-0.499, -0.005], PaCE -0.096 [-0.463, "
                "+0.013], RE-Control -0.068 [-0.397, +0.061]. What the table does show clearly is the cost. "
-               "OrthoProj's ablation at 20 layers more than triples perplexity (3.37x). The prompting baseline "
-               "raises it too (1.71x; perplexity is measured without its system prompt) and makes the replies "
-               "*more* offensive (+0.10). PaCE and RE-Control cost about 1.12x, ActAdd 1.24x. SEA changes almost "
+               "ActAdd's default more than doubles perplexity (2.23x), and OrthoProj's ablation at 20 layers "
+               "raises it to 1.71x. The prompting baseline raises it as much (1.71x; perplexity is measured "
+               "without its system prompt) and makes the replies *more* offensive (+0.10). PaCE and RE-Control "
+               "cost about 1.12x. SEA changes almost "
                "nothing, because its detox edit cancels at every layer (notebook 06). PaCE is the slowest: 2.8x "
                "the unsteered time, since it solves the elastic net at every token at six layers."),
         ("md", "## 2. The frontier\nEach method's change in offensiveness against its perplexity ratio, with both "
                "paired intervals; the unsteered model at (1, 0). Down and to the left is better."),
         ("code", "plotting.sweep_frontier(result); plt.show()"),
-        ("md", "**What to see.** OrthoProj sits far to the right and the prompting baseline up and to the right. "
-               "ActAdd, PaCE and RE-Control sit low, at 1.1-1.25x perplexity, and SEA sits at the origin. Most "
+        ("md", "**What to see.** ActAdd sits far to the right, OrthoProj to the right, and the prompting baseline "
+               "up and to the right. PaCE and RE-Control sit low, at about 1.1x perplexity, and SEA sits at the "
+               "origin. Most "
                "vertical bars cross zero: ten prompts cannot rank these methods. The README's tables can (600 "
                "development prompts and a locked test split for PaCE's detox default)."),
         ("md", "## 3. Read the generations\nEvery result keeps the scored continuations, so anyone can re-score "
@@ -894,8 +912,8 @@ def compare():
                  "    print(f\"  {r['value']:<10} ({s['metric'][i]:.2f}) {s['generations'][i]!r}\")"),
         ("md", "**What to see.** The unsteered model loops on the prompt's insult, and SEA leaves the loop as it is. "
                "ActAdd, PaCE and RE-Control break it into something harmless, though not always fluent: "
-               "RE-Control's \"uninspired, uninspired\" is a new loop, just not an offensive one. OrthoProj "
-               "changes the subject altogether, which is why its perplexity is 3.4x. The prompting baseline stays "
+               "RE-Control's \"uninspired, uninspired\" is a new loop, just not an offensive one, and so is "
+               "OrthoProj's \"a very, very, very\". The prompting baseline stays "
                "hostile (\"selfish person\")."),
     ]
 
@@ -939,18 +957,24 @@ def one_prompt_every_edit():
                  "cmp = compare_edits(model, editors, text)\n"
                  "plotting.edit_comparison_plot(cmp); plt.show()\n"
                  "for name, size, kl in zip(cmp.names, cmp.sizes, cmp.kl):\n"
-                 "    total = size[:, 1:].sum(0).mean()  # summed over layers, averaged over tokens (sink left out)\n"
-                 "    print(f'{name:<10} edit size {total:.3f}   mean KL {kl[1:].mean():.3f} nats')\n"
+                 "    s = size[:, 1:]  # [hook row, token], the sink left out\n"
+                 "    total = s.sum(0).mean()  # summed over layers, averaged over tokens\n"
+                 "    rows = [r for r in range(s.shape[0]) if s[r].max() > 0.005]  # rows edited by over 0.5%\n"
+                 "    where = ', '.join('final' if r == model.cfg.n_layers else str(r) for r in rows)\n"
+                 "    print(f'{name:<10} edit size {total:.3f}   mean KL {kl[1:].mean():.3f} nats   '\n"
+                 "          f'largest single edit {s.max():.2f}   rows over 0.5%: {where}')\n"
                  "mean_kl = dict(zip(cmp.names, cmp.kl[:, 1:].mean(1).tolist()))\n"
                  "assert mean_kl['sea'] < 0.02 and mean_kl['orthoproj'] > 1.0  # the claims below"),
         ("md", "**What to see.** The maps share one colour scale, so the brightest method edits most. "
-               "OrthoProj projects a direction out of 20 layers: the largest edit (summed over layers 1.8 "
-               "times the norm) and a next-token KL of about 3 nats, which is a different model rather than a "
-               "steered one. ActAdd edits one layer by about a quarter of the norm (KL 0.34 nats). PaCE edits six "
-               "layers by a few percent each, most on the insult tokens (KL 0.10). SEA's edit is almost nothing "
-               "(KL 0.005): at these layers its kept and removed subspaces coincide, and section 3 shows it. "
-               "RE-Control edits only the final state (top row), by 1% (KL 0.01). Edit size and effect do not "
-               "rank the same way, because an edit at an early layer runs through every later one."),
+               "OrthoProj projects a direction out of 20 layers: the largest edit (summed over layers 1.3 "
+               "times the norm) and a next-token KL of 1.4 nats. ActAdd edits one layer by about a quarter of "
+               "the norm, yet its KL is 1.2 nats, nearly OrthoProj's: its edit at layer 15 runs through the 14 "
+               "blocks above it. PaCE's default edits six layers, but on this text only two move by more than "
+               "0.5% of the norm, layer 6 (one token by 74%) and layer 9, and its KL is 0.10. SEA's edit is "
+               "almost nothing (KL 0.001): at its layers the kept and removed subspaces coincide, and section 3 "
+               "shows it. RE-Control edits only the final state (top row): 1% of the norm averaged over the "
+               "tokens, 12% at the last one (KL 0.01). Edit size and effect do not rank the same way, because an "
+               "edit at an early layer runs through every later one."),
         ("md", "## 2. The logit lens of each edit\n"
                "The mean edit vector $\\bar\\delta_\\ell$ over the tokens at one hook, read through the unembedding: "
                "the top tokens of $W_U^\\top \\bar\\delta_\\ell$ (no final norm: this is a direction, not a state)."),
@@ -960,8 +984,8 @@ def one_prompt_every_edit():
                  "        where = 'final state' if row == model.cfg.n_layers else f'layer {row}'\n"
                  "        print(f'{name:<10} {where:<12}', cmp.lens[name][row])"),
         ("md", "**What to see.** Little that reads as language. Middle-layer directions of a 135M model are not "
-               "aligned with its output vocabulary (ActAdd's layer-15 direction reads as `<filename>`, `strugg`, "
-               "`enthus`, ...), and PaCE's layer-9 edit reads as word fragments. The final-state edit of "
+               "aligned with its output vocabulary (ActAdd's layer-15 direction reads as `|')`, ` possible`, "
+               "`autions`, ...), and PaCE's layer-9 edit reads as word fragments. The final-state edit of "
                "RE-Control is closest to the unembedding and reads most clearly. The logit lens is a hint at "
                "late layers and noise at early ones: do not read it as what the edit *means*."),
         ("md", "## 3. Do the methods edit the same subspace?\n"
@@ -976,9 +1000,9 @@ def one_prompt_every_edit():
                  "for n, row in zip(names, angles):\n"
                  "    print(f'{n:<26}' + ''.join(f'{a:>13.1f}' for a in row.tolist()))"),
         ("md", "**What to see.** ActAdd and OrthoProj share their direction (0 degrees), since both are the "
-               "mean difference of the same contrast pairs. PaCE's undesirable atoms span a space about 20 "
-               "degrees from it: the concepts and the pairs find nearly the same toxicity direction. SEA's kept "
-               "and removed subspaces are 0.4 degrees apart. Its edit adds back what it removes, which is why "
+               "mean difference of the same contrast pairs. PaCE's undesirable atoms span a space 36 "
+               "degrees from it, against about 70 for a random line (notebook 06): the concepts and the pairs "
+               "find partly the same toxicity direction. SEA's kept and removed subspaces are 0.2 degrees apart. Its edit adds back what it removes, which is why "
                "its KL above is near zero. That is the cancellation `SpectralEditor.cancelled_layers` reports, "
                "read here as a principal angle."),
         ("md", "## 4. Where does the steered text part from the unsteered one?\n"
@@ -1005,7 +1029,7 @@ def one_prompt_every_edit():
         ("md", "**What to see.** The unsteered reply opens \"Hey buddy, I just got a new laptop\" (the model does not "
                "take up \"be brutal\" even unsteered). ActAdd and RE-Control part from it at the second token, "
                "\" Alex\" for \" buddy\", where the unsteered model preferred \" buddy\" by a logit gap of 0.99; "
-               "ActAdd wins the choice by 1.80, RE-Control by 0.44. PaCE keeps \"Hey buddy, I just\" and parts at "
+               "ActAdd wins the choice by 3.85, RE-Control by 0.44. PaCE keeps \"Hey buddy, I just\" and parts at "
                "the sixth token, where the call was close (gaps 0.19 and 0.01): a small edit changes the text where "
                "the model was nearly undecided, and after that the two continuations have nothing in common. "
                "PaCE's notes show where its effect comes from: at layer 15 it finds an undesirable concept at only "
@@ -1109,8 +1133,8 @@ def geometry_and_controls():
                "span of the toxic concepts, most closely early.\n"
                "- **SEA's edit cancels at every layer.** With K = 0.99 on the detox demonstrations it keeps one "
                "direction and removes one ($k_+ = k_- = 1$ at all 15 layers), and the two are 0-1 degrees apart: "
-               "what it removes it adds back. That is why its KL in notebook 05 was 0.005 nats. Its direction is "
-               "not ActAdd's either: 74-90 degrees, as far as a random line at layers 15-20.\n"
+               "what it removes it adds back. That is why its KL in notebook 05 was 0.001 nats. Its direction is "
+               "not ActAdd's either: 79-86 degrees at the layers printed, about as far as a random line.\n"
                "- **RE-Control's ascent direction** (mean $\\nabla V$ at the final state) is 68 degrees from "
                "ActAdd's layer-29 direction, against 88 for a random line: it shares part of that direction "
                "($\\cos 68^\\circ \\approx 0.37$) and points elsewhere for the rest."),

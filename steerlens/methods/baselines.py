@@ -77,6 +77,8 @@ class ActAdd(Editor):
     """
 
     method = "actadd"
+    # 1: contrast pairs that share no first word no longer lend the positive's first word to the negative
+    recipe_revision = 1
     settings_spec = (
         Setting("layers", "layers", [15], LAYERS_HELP, saved=False),
         Setting("alpha", "float", 0.3, "the added vector's length in units of the median activation norm",
@@ -146,6 +148,8 @@ class OrthoProj(Editor):
     """Directional ablation: remove the component along the undesirable direction ``mean(H-) - mean(H+)``."""
 
     method = "orthoproj"
+    # 1: contrast pairs that share no first word no longer lend the positive's first word to the negative
+    recipe_revision = 1
     settings_spec = (Setting("layers", "layers", list(range(10, 30)), LAYERS_HELP, saved=False), POSITION)
     tensor_spec = (TensorSpec("basis.{L}", ("d_model", "*")), SINK_NORM)
     demo_reference = ("sentiment",)

@@ -228,6 +228,8 @@ class SpectralEditor(Editor):
     """
 
     method = "sea"
+    # 1: contrast pairs that share no first word no longer lend the positive's first word to the negative
+    recipe_revision = 1
     settings_spec = (
         Setting("layers", "layers", list(range(15, 30)), "the layers whose residual stream is edited", saved=False),
         Setting("k", "float", 0.99, "the energy both subspaces keep (K+ = K-, paper Sec. 3.2)", low=0.0,
