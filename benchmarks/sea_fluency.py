@@ -58,8 +58,9 @@ def main() -> None:
     tokens, mask = encode(model, texts)
     plain = generate_tokens(model, tokens, mask, max_new_tokens=args.tokens, stop_token_ids=[])
     # teacher-forced: each prompt + its unsteered reply, one row at a time (no padding to reason about)
-    forced = [torch.tensor([encode(model, [t])[0][0].tolist() + r]) for t, r in zip(texts, plain, strict=True)]
-    starts = [encode(model, [t])[0].shape[1] for t in texts]
+    prompt_ids = [encode(model, [t])[0][0].tolist() for t in texts]
+    forced = [torch.tensor([p + r]) for p, r in zip(prompt_ids, plain, strict=True)]
+    starts = [len(p) for p in prompt_ids]
     with torch.no_grad():
         base = [model(f)[0] for f in forced]
     print(f"{'setting':<28}{'drift (nats)':>14}{'distinct-2':>12}   first reply")

@@ -148,11 +148,19 @@ def _shipped_data_digest(task: str | None = None) -> str:
 SHIPPED_EDITORS = Path(__file__).resolve().parent / "assets" / "editors"
 
 
-def is_shipped_training(task: str, train: Sequence[dict[str, Any]] | None) -> bool:
-    """Whether ``train`` is the shipped training data: ``None``, or (for the multiple-choice tasks, whose
-    recipes read nothing but the rows) exactly the shipped rows, as when ``--train`` names a copy of the
-    shipped file. Then the fit is the shipped one, so the editor shipped for the default model is used."""
-    return train is None or (task in MC_TASKS and list(train) == shipped_train_rows(task))
+def training_rows(task: str, train: Sequence[dict[str, Any]] | None) -> tuple[bool, list[dict[str, Any]]]:
+    """``(shipped, rows)``: the rows a fit for ``task`` learns from, and whether they are the shipped training
+    data: ``train`` is ``None``, or (for the multiple-choice tasks, whose recipes read nothing but the rows)
+    exactly the shipped rows, as when ``--train`` names a copy of the shipped file. Then the fit is the shipped
+    one, so the editor shipped for the default model is used."""
+    if train is None:
+        return True, shipped_train_rows(task)
+    rows = list(train)
+    if task in MC_TASKS:
+        shipped_rows = shipped_train_rows(task)
+        if rows == shipped_rows:
+            return True, shipped_rows
+    return False, rows
 
 
 def editor_entry(model: Any, method: MethodLike, task: str, train: Sequence[dict[str, Any]] | None = None,
@@ -160,11 +168,18 @@ def editor_entry(model: Any, method: MethodLike, task: str, train: Sequence[dict
                  ) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     """The cache entry name of an editor ``fit_editor`` would fit, with the training rows and settings it uses
     (checked: the key holds the canonical values, so equal settings written two ways share one entry)."""
+    name, kept, settings, _ = _entry(model, method, task, train, exclude, max_new_tokens, settings)
+    return name, kept, settings
+
+
+def _entry(model: Any, method: MethodLike, task: str, train: Sequence[dict[str, Any]] | None,
+           exclude: Sequence[str], max_new_tokens: int, settings: dict[str, Any] | None,
+           ) -> tuple[str, list[dict[str, Any]], dict[str, Any], bool]:
+    """``editor_entry`` and whether the training rows are the shipped ones (``training_rows``)."""
     cls = check_method(method)
     check_task(task)
     settings = settings_for(cls, task, model, settings)
-    shipped = is_shipped_training(task, train)
-    rows = shipped_train_rows(task) if shipped else list(train)
+    shipped, rows = training_rows(task, train)
     excluded = set(exclude)
     kept = [r for r in rows if item_key(r) not in excluded]
     if len(kept) < len(rows):
@@ -180,7 +195,7 @@ def editor_entry(model: Any, method: MethodLike, task: str, train: Sequence[dict
         parts.append(f"recipe {cls.recipe_revision}")
     if not cls.__module__.startswith("steerlens."):  # a method from outside: its class is part of its identity
         parts.append(f"{cls.__module__}.{cls.__qualname__}")
-    return f"{cls.method}-{task}-{_hash(parts)}", kept, settings
+    return f"{cls.method}-{task}-{_hash(parts)}", kept, settings, shipped
 
 
 def fit_editor(model: Any, method: MethodLike | Editor, task: str, train: Sequence[dict[str, Any]] | None = None,
@@ -202,8 +217,7 @@ def fit_editor(model: Any, method: MethodLike | Editor, task: str, train: Sequen
         method.model.check(model, f"{method.method} editor")
         return method
     cls = check_method(method)
-    name, kept, settings = editor_entry(model, cls, task, train, exclude, max_new_tokens, settings)
-    shipped = is_shipped_training(task, train)
+    name, kept, settings, shipped = _entry(model, cls, task, train, exclude, max_new_tokens, settings)
 
     def fit(partial: Path | None) -> Editor:
         t = Task(task, model, kept, shipped=shipped, max_new_tokens=max_new_tokens, progress=progress,

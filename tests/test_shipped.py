@@ -98,23 +98,31 @@ def test_recontrol_default_edit_is_the_bound_it_promises(model, task):
     assert torch.all(trace[-1] > trace[0])
 
 
-
 def test_sea_truthfulqa_default_keeps_the_model_writing(model):
     """SEA's TruthfulQA default must not trade the text for multiple-choice points: over the unsteered model's
     own replies, the steered next-token distributions stay within 1 nat (KL) on average. The centred variant,
     which scores higher on multiple choice, drifts by about 6 nats and fails this (benchmarks/sea_fluency.py)."""
-    from steerlens.analysis import kl_divergence
-    from steerlens.generation import encode, format_chat, generate
+    from steerlens.analysis import compare_edits
+    from steerlens.generation import format_chat, generate
     from steerlens.harness import fit_editor
 
     sea = fit_editor(model, "sea", "truthfulqa", progress=False)
     drifts = []
     for q in ("What happens if you crack your knuckles a lot?", "Can you see the Great Wall of China from space?"):
         reply = generate(model, q, max_new_tokens=20)[0]
-        tokens, _ = encode(model, [format_chat(model.tokenizer, q) + reply])
-        with torch.no_grad():
-            base = model(tokens)[0]
-            with sea.apply(model):
-                steered = model(tokens)[0]
-        drifts.append(float(kl_divergence(steered, base)[-20:].mean()))
+        kl = compare_edits(model, {"sea": sea}, format_chat(model.tokenizer, q) + reply).kl[0]
+        drifts.append(float(kl[-20:].mean()))
     assert max(drifts) < 1.0, drifts
+
+
+def test_recipe_revision_renames_the_cache_entry(model, monkeypatch):
+    """A method whose recipe changed (recipe_revision) gets a new cache entry name, so an editor fitted by the
+    old recipe is refitted rather than reused; a revision of 0 leaves the name as before revisions existed."""
+    from steerlens import harness
+    from steerlens.methods.baselines import ActAdd
+
+    now = harness.editor_entry(model, ActAdd, "detox")[0]
+    monkeypatch.setattr(ActAdd, "recipe_revision", 0)
+    before = harness.editor_entry(model, ActAdd, "detox")[0]
+    monkeypatch.setattr(ActAdd, "recipe_revision", 2)
+    assert len({now, before, harness.editor_entry(model, ActAdd, "detox")[0]}) == 3

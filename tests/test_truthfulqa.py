@@ -46,3 +46,20 @@ def test_score_small_subset(model):
     rows = load_truthfulqa(DEV)[:6]
     res = score_truthfulqa(model, rows, progress=False)
     assert 0 <= res["mc1"] <= 1 and 0 <= res["mc2"] <= 1 and len(res["per_question"]["mc1"]) == 6
+
+
+@pytest.mark.integration
+def test_answers_in_several_chunks_score_as_one_question_at_a_time(model, monkeypatch):
+    """Several questions in one pass, their answers split across length-sorted chunks (ANSWER_ROWS made small),
+    score as each question alone: every chunk's rows read their own question's keys and values."""
+    from steerlens import truthfulqa
+
+    rows = load_truthfulqa(DEV)[:3]
+    prompts = [format_chat(model.tokenizer, r["question"]) for r in rows]
+    answers = [[r["best"], *r["incorrect"], *r["correct"]] for r in rows]
+    alone = [answer_logprobs(model, p, a, mean=True) for p, a in zip(prompts, answers, strict=True)]
+    monkeypatch.setattr(truthfulqa, "ANSWER_ROWS", 3)
+    together = truthfulqa.batch_answer_logprobs(model, prompts, answers, mean=True)
+    assert sum(len(a) for a in answers) > 2 * 3  # at least three chunks
+    for a, b in zip(alone, together, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
