@@ -179,6 +179,21 @@ METHOD_HELP = ("a registered method ({names}), or your own Editor subclass as mo
 QUIET_HELP = "no progress bars"
 
 
+def item_file(value: str) -> str:
+    """An input file argument. A path under ``data/`` that does not exist here names the copy shipped in the
+    package, so the README's ``--prompts data/detox/eval.jsonl`` works from any folder."""
+    from pathlib import Path
+
+    from .data import data_dir
+
+    path = Path(value)
+    if not path.exists() and not path.is_absolute() and path.parts[:1] == ("data",):
+        shipped = data_dir().joinpath(*path.parts[1:])
+        if shipped.is_file():
+            return str(shipped)
+    return value
+
+
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     from .harness import TASKS, methods
 
@@ -196,9 +211,11 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "eval":
         p.add_argument("--method", required=True, help=METHOD_HELP.format(names=names))
         p.add_argument("--task", required=True, help=", ".join(TASKS))
-        p.add_argument("--prompts", required=True,
-                       help="JSONL (prompt/prefix), TruthfulQA CSV or bias JSONL to evaluate on")
-        p.add_argument("--train", default=None, help="same format; default: the project's shipped data")
+        p.add_argument("--prompts", required=True, type=item_file,
+                       help="JSONL (prompt/prefix), TruthfulQA CSV or bias JSONL to evaluate on (data/...: "
+                            "the copy shipped in the package, where there is no such file here)")
+        p.add_argument("--train", default=None, type=item_file,
+                       help="same format; default: the project's shipped data")
         p.add_argument("--max-new-tokens", type=int, default=48)
         p.add_argument("--json", default=None, help="write the result here")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -209,7 +226,8 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "sweep":
         p.add_argument("--method", required=True, help=METHOD_HELP.format(names=names))
         p.add_argument("--task", required=True, help="detox or sentiment")
-        p.add_argument("--prompts", required=True, help="JSONL (prompt/prefix) to generate on")
+        p.add_argument("--prompts", required=True, type=item_file,
+                       help="JSONL (prompt/prefix) to generate on (data/...: the shipped copy)")
         p.add_argument("--sweep", required=True, metavar="KEY=V1,V2,...",
                        help="the setting to sweep and its values, e.g. --sweep alpha=0.05,0.1,0.2 "
                             "(list values in brackets: --sweep layers=[9],[15])")
