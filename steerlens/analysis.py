@@ -137,7 +137,9 @@ class RemovalProfile:
     PaCE removes where it edits); ``residual`` [layers, tokens]: ``||z - D c|| / ||z||``, the part outside the
     dictionary's span (kept by PaCE); ``prompt_len``: tokens of the context (the rest is the response);
     ``sink`` [tokens]: attention-sink positions (norm above the editor's threshold at any layer), left out
-    of region means.
+    of region means. ``mean_atom`` and ``benign`` [layers, tokens]: the shared mean atom's part and the other
+    kept concepts' part, as shares of ``||z||`` (the breakdown of why an edit is small: most of an
+    activation is the mean atom, kept concepts or residual; ``breakdown`` averages it per layer).
     """
 
     tokens: list[str]
@@ -146,6 +148,14 @@ class RemovalProfile:
     residual: torch.Tensor
     prompt_len: int
     sink: torch.Tensor
+    mean_atom: torch.Tensor | None = None
+    benign: torch.Tensor | None = None
+
+    def breakdown(self, which: str = "all") -> dict[str, torch.Tensor]:
+        """Per layer, the mean share of ``||z||`` held by each part over a region's tokens: ``mean_atom``,
+        ``benign``, ``undesirable`` (what PaCE removes) and ``residual``."""
+        fields = {"mean_atom": "mean_atom", "benign": "benign", "undesirable": "share", "residual": "residual"}
+        return {name: self.mean(which, f) for name, f in fields.items() if getattr(self, f) is not None}
 
     def region(self, which: str) -> torch.Tensor:
         """Bool mask [tokens] of ``"prompt"``, ``"generated"`` or ``"all"`` positions, sinks left out."""
@@ -158,8 +168,11 @@ class RemovalProfile:
         return masks[which] & ~self.sink
 
     def mean(self, which: str, field: str = "share") -> torch.Tensor:
-        """Per layer, the mean of ``share`` (or ``residual``) over a region's tokens (NaN if it has none)."""
+        """Per layer, the mean of ``share`` (or ``residual``, ``mean_atom``, ``benign``) over a region's tokens
+        (NaN if it has none)."""
         values = getattr(self, field)
+        if values is None:
+            raise ValueError(f"This profile has no {field!r} (built without it)")
         where = self.region(which)
         if not bool(where.any()):
             return torch.full((len(self.layers),), float("nan"))
@@ -189,18 +202,22 @@ def removal_profile(model: Any, editor: Any, context: str, response: str = "") -
     n_ctx = int(ctx.shape[0])
     names = {resid_hook_name(layer) for layer in editor.layers}
     _, cache = model.run_with_cache(tokens.to(next(model.parameters()).device), names_filter=lambda n: n in names)
-    share, residual, sink = [], [], torch.zeros(tokens.shape[1], dtype=torch.bool)
+    share, residual, mean_atom, benign = [], [], [], []
+    sink = torch.zeros(tokens.shape[1], dtype=torch.bool)
     for layer in editor.layers:
         z = cache[resid_hook_name(layer)][0].float().cpu()
         parts = editor.parts(layer, z)
         norm = z.norm(dim=-1).clamp_min(1e-12)
         share.append(parts["removed"] / norm)
         residual.append(parts["residual"] / norm)
+        mean_atom.append(parts["mean"] / norm)
+        benign.append(parts["benign"] / norm)
         threshold = editor.tensors.get(f"sink_norm.{layer}")
         if threshold is not None:
             sink |= norm > float(threshold)
     return RemovalProfile([model.tokenizer.decode([t]) for t in tokens[0].tolist()], list(editor.layers),
-                          torch.stack(share), torch.stack(residual), n_ctx, sink)
+                          torch.stack(share), torch.stack(residual), n_ctx, sink, torch.stack(mean_atom),
+                          torch.stack(benign))
 
 
 # -- pitfalls: does a hand-written hook behave the same cached and uncached, batched and alone? ----------------

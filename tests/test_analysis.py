@@ -85,6 +85,25 @@ class TestRemovalProfile:
         assert int(prof.region("prompt").sum() + prof.region("generated").sum()) == int((~prof.sink).sum())
         assert prof.mean("prompt").shape == (2,)
 
+    def test_breakdown_parts_are_the_code_split_by_kind(self, tiny_chat):
+        # the mean atom, benign and undesirable parts are D c split by atom kind: as vectors they add up to D c
+        from steerlens.analysis import removal_profile
+
+        ed = self._editor(tiny_chat, ["c0", "c3", "c5"])
+        z = torch.randn(7, tiny_chat.cfg.d_model, generator=torch.Generator().manual_seed(1)) * 4
+        p = ed.parts(1, z)
+        D, c = ed.tensors["atoms.1"], p["coefficients"]
+        U = ed.tensors["undesirable"]
+        assert not bool(U[0]) and ed.settings["concepts"][0] == "<mean>"
+        torch.testing.assert_close(p["mean"], (c[:, :1] @ D[:, :1].T).norm(dim=-1))
+        torch.testing.assert_close(p["benign"], (c[:, 1:] * ~U[1:] @ D[:, 1:].T).norm(dim=-1))
+        assert bool((p["explained"] <= p["mean"] + p["benign"] + p["removed"] + 1e-5).all())
+        prof = removal_profile(tiny_chat, ed, "abc de", "fgh")
+        parts = prof.breakdown("all")
+        assert set(parts) == {"mean_atom", "benign", "undesirable", "residual"}
+        assert all(v.shape == (2,) for v in parts.values())
+        assert float(parts["mean_atom"].min()) > 0  # the centred dictionary's shared atom is always used here
+
     def test_no_undesirable_concept_removes_nothing_and_bad_input_is_refused(self, tiny_chat):
         from steerlens.analysis import removal_profile
         from steerlens.methods import ActAdd

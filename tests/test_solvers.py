@@ -65,6 +65,30 @@ class TestElasticNet:
         alone = torch.cat([elastic_net(D, Y[i:i + 1], alpha=0.01, tol=1e-9) for i in range(5)])
         torch.testing.assert_close(batch, alone, atol=1e-6, rtol=0)
 
+    def test_polish_prunes_atoms_whose_sign_flips_and_checks_optimality(self):
+        # exact solves on the true support plus one atom off it, with either sign: where that atom's sign
+        # flips it leaves and the solve is repeated. Whatever is accepted must be the optimum (the KKT check
+        # decides, not the pruning), and pruning must rescue guesses that an unpruned solve rejects
+        from steerlens.solvers import _polish
+
+        D, Y = problem(d=30, k=60, b=1, seed=7)
+        l1, l2 = 0.01 * 0.95, 0.01 * 0.05
+        ref = elastic_net(D, Y, alpha=0.01, tol=1e-10)
+        G, b = (D.T @ D)[None], Y @ D
+        tol = torch.full((1, 1), 1e-8, dtype=D.dtype)
+        rescued = 0
+        for extra in torch.nonzero(ref[0] == 0).flatten().tolist():
+            for sign in (1.0, -1.0):
+                guess = ref.clone()
+                guess[0, extra] = sign * 1e-3
+                x, ok = _polish(G, b, guess, l1, l2, tol)
+                _, ok0 = _polish(G, b, guess, l1, l2, tol, prune=0)
+                assert not bool(ok0[0])  # an extra atom is never optimal unpruned
+                if bool(ok[0]):
+                    torch.testing.assert_close(x, ref, atol=1e-8, rtol=0)
+                    rescued += 1
+        assert rescued > 0
+
     def test_warns_when_rounds_run_out(self):
         D, Y = problem(d=30, k=300, b=4, seed=2)
         with pytest.warns(RuntimeWarning, match="violate the KKT conditions after 1 rounds"):

@@ -575,12 +575,19 @@ class PaCEEditor(Editor):
     @torch.no_grad()
     def parts(self, layer: int, z: Float[torch.Tensor, "n d"]) -> dict[str, torch.Tensor]:
         """The decomposition of each row of ``z`` (paper Eq. 2-4): ``coefficients`` [n, k] and per row the norms
-        ``removed`` ||D_U c_U|| (what the edit subtracts), ``explained`` ||D c|| and ``residual`` ||z - D c||
-        (the reconstruction error, kept)."""
+        ``removed`` ||D_U c_U|| (what the edit subtracts), ``mean`` (the shared mean atom's part; 0 for a
+        dictionary that is not centred), ``benign`` (the other kept concepts' part), ``explained`` ||D c|| and
+        ``residual`` ||z - D c|` (the reconstruction error, kept). ``D c`` is the sum of the mean, benign and
+        removed parts; their norms do not add up, since the atoms are not orthogonal."""
         c = self.coefficients(layer, z)
         D = self.tensors[f"atoms.{layer}"].to(c.dtype)
         mask = self.tensors["undesirable"].to(c.device)
+        shared = torch.zeros_like(mask)
+        if self.settings.get("centre", False):
+            shared[0] = True
+        benign = ~mask & ~shared
         return {"coefficients": c, "removed": ((c * mask) @ D.T).norm(dim=-1),
+                "mean": ((c * shared) @ D.T).norm(dim=-1), "benign": ((c * benign) @ D.T).norm(dim=-1),
                 "explained": (c @ D.T).norm(dim=-1), "residual": (z - c @ D.T).norm(dim=-1)}
 
     def hook_fn(self, layer: int) -> HookFn:
