@@ -256,12 +256,12 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--concepts", type=int, default=None,
                        help="first N concepts: the tasks' concepts, then by frequency (default: all)")
         p.add_argument("--layers", default=None, help="comma-separated layers (default: 6,9,12,15,18,21)")
-        p.add_argument("--stimuli", default="frames",
-                       help="'frames' (default: the shipped frames), 'model' (the shipped model-written "
-                            "sentences, data/concepts/stimuli.jsonl) or a stimuli JSONL path")
-        p.add_argument("--position", choices=("last", "mean", "word"), default="last",
-                       help="read each stimulus at its last token, as the mean over its tokens, or at the "
-                            "concept word")
+        p.add_argument("--stimuli", default="model",
+                       help="'model' (default: the shipped model-written sentences, data/concepts/stimuli.jsonl, "
+                            "whose dictionary ships prebuilt), 'frames' (the shipped frames) or a stimuli JSONL path")
+        p.add_argument("--position", choices=("last", "mean", "word"), default="word",
+                       help="read each stimulus at the concept word (default), at its last token, or as the "
+                            "mean over its tokens")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -447,8 +447,10 @@ class PaCEEditor(Editor):
                 optional=True, saved=False),
         Setting("centre", "bool", True, "atoms as the mean atom plus each concept's own part"),
         Setting("positions", "str", "all", "which positions are edited", choices=POSITIONS),
-        Setting("stimuli", "str", "frames", "the concepts' stimuli: frames, model, or a JSONL path", saved=False),
-        Setting("atom_position", "str", "last", "where each stimulus is read", choices=("last", "mean", "word"),
+        # one dictionary for every task, as in the paper (a partition per task): the shipped one, read at the word
+        Setting("stimuli", "str", "model", "the concepts' stimuli: model (shipped), frames, or a JSONL path",
+                saved=False),
+        Setting("atom_position", "str", "word", "where each stimulus is read", choices=("last", "mean", "word"),
                 saved=False),
         Setting("expand", "int", 0, "add each undesirable concept's N nearest neighbours to the partition", low=0,
                 saved=False),
