@@ -65,6 +65,13 @@ def test_shipped_editors_are_current_and_load(model, tmp_path, monkeypatch):
         editor = harness.fit_editor(model, method, task, progress=False)
         assert editor.method == method and editor.model.fingerprint is not None
 
+    # RE-Control's rollouts are rollout_tokens long whatever length is evaluated: one value function serves
+    # every --max-new-tokens (it was refitted from scratch for each before)
+    for task in ("sentiment", "detox"):
+        names = {harness.editor_entry(model, "recontrol", task, max_new_tokens=n)[0] for n in (8, 16, 48, 96)}
+        assert len(names) == 1
+        assert harness.fit_editor(model, "recontrol", task, max_new_tokens=16, progress=False).method == "recontrol"
+
     # a --train file that is a copy of the shipped TruthfulQA rows is the shipped training set: no fit
     from steerlens.data import truthfulqa_dev_path
     from steerlens.tasks import load_items

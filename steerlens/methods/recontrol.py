@@ -450,7 +450,7 @@ class ValueController(Editor):
         Setting("behaviours", "strings", [], "system prompts for extra rollouts (chat rows)", saved=False),
         Setting("temperature", "float", 1.0, "the rollouts' sampling temperature", low=0.0, open_low=True,
                 saved=False),
-        Setting("rollout_tokens", "int", 48, "tokens per rollout (at most the evaluated length)", low=1,
+        Setting("rollout_tokens", "int", 48, "tokens per rollout (whatever length is evaluated)", low=1,
                 saved=False),
         Setting("seed", "int", 0, "the rollouts' seed", low=0, saved=False),
         Setting("positions", "str", "last", "where the control acts: the position producing the next token, or "
@@ -470,7 +470,9 @@ class ValueController(Editor):
     task_defaults = {t: {"family": "linear", "target": "mc", "relative": True, "alpha": 0.025, "n_steps": 10,
                          "max_norm": 0.125, "samples": samples, "rollout_tokens": 24, "temperature": 1.0}
                      for t, samples in (("sentiment", 3), ("detox", 24))}
-    generation_length_in_key = True  # rollouts are at most the evaluated length
+    # the rollouts are rollout_tokens long whatever length is evaluated, so one value function serves every
+    # --max-new-tokens (the shipped ones included)
+    generation_length_in_key = False
     demo_notes = {"sentiment": (
         "RE-Control pushes the final state up a learned value function at every generated token; its line shows "
         "V before and after and how far the state moved. Its default value function is linear (it steered best "
