@@ -124,7 +124,7 @@ def test_interrupted_recontrol_fit_resumes_from_its_rollouts(tiny_chat, tmp_path
     from steerlens.methods import recontrol
 
     monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
-    settings = {"epochs": 1, "samples": 1}
+    settings = {"epochs": 1, "samples": 1, "rollout_tokens": 4}
     real_train, real_rollout, rollouts = recontrol.fit_value, tasks.rollout, []
 
     def interrupted(*a, **k):

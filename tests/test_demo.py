@@ -8,7 +8,7 @@ from steerlens.demo import TASKS, format_demo, run_demo
 
 # Small settings so a 3-layer random model fits every method in seconds.
 TINY = {"pace": {"n_concepts": 200, "stimuli": "frames", "atom_position": "last", "expand": 0},
-        "recontrol": {"epochs": 2, "samples": 1}}
+        "recontrol": {"epochs": 2, "samples": 1, "rollout_tokens": 4}}
 
 
 @pytest.mark.integration  # needs the default model's tokenizer
