@@ -2,9 +2,9 @@
 
 The shipped detox default (six layers, every position, 3,101 concepts) on the shared chat prompts: greedy,
 48 new tokens, batch 8, KV cache, interleaved rounds (``common.tokens_per_second``). Three contexts run side
-by side: unsteered, PaCE with this solver, and PaCE with the solver as it was before the early exact solves
-(``polish_at=()``, no pruning: FISTA iterates until an exact solve on its support passes the KKT check at
-iteration 20, 40, ...). Both solvers stop at the same relative KKT tolerance (1e-4), so they must give the
+by side: unsteered, PaCE with this solver, and PaCE with the solver as it was before this release
+(``pdas_iters=0``, ``polish_at=()``, no pruning: no primal-dual active-set steps, and FISTA iterates until an
+exact solve on its support passes the KKT check at iteration 20, 40, ...). Both solvers stop at the same relative KKT tolerance (1e-4), so they must give the
 same generations up to that tolerance; the script prints how many rows match token for token.
 
 Then, on the activations the hook saw at the decoding steps (recorded in one more generation), per layer:
@@ -38,9 +38,10 @@ NEW_TOKENS = 48
 
 @contextmanager
 def previous_solver():
-    """The solver before the early exact solves: exact solves only every 20 FISTA iterations, no pruning."""
+    """The solver before this release: no active-set steps, exact solves only every 20 FISTA iterations, no
+    pruning."""
     fista, polish = solvers._fista, solvers._polish
-    solvers._fista = functools.partial(fista, polish_at=())
+    solvers._fista = functools.partial(fista, polish_at=(), pdas_iters=0)
     solvers._polish = functools.partial(polish, prune=0)
     try:
         yield

@@ -6,8 +6,11 @@ The problem (PaCE, arXiv 2406.04331, Sec. 3; sklearn's ``ElasticNet`` scaled by 
 
 for every row ``y`` of ``Y`` at once, with ``D`` the dictionary (atoms as columns). The solver is a
 working-set method: each signal solves the problem restricted to a small set of atoms (gathered from
-the precomputed Gram matrix ``D^T D``) with FISTA, then the optimality (KKT) conditions are checked on
-*all* atoms; atoms that violate them join the working set and the restricted problem is solved again.
+the precomputed Gram matrix ``D^T D``), then the optimality (KKT) conditions are checked on *all* atoms;
+atoms that violate them join the working set and the restricted problem is solved again. A restricted
+problem is first tried with a few primal-dual active-set steps (exact solves on a guessed support), and
+only the signals they leave unsolved run FISTA, whose supports are again tried in exact solves early on.
+Whatever solves it, a restricted solution is kept only once it meets the KKT conditions.
 Work per signal therefore grows with the size of its support, not with the dictionary size, and all
 signals move in lock-step as batched tensor operations (CPU or GPU).
 """
@@ -27,6 +30,7 @@ class Dictionary:
 
     atoms: Float[torch.Tensor, "d k"]
     gram: Float[torch.Tensor, "k k"]
+    rows: Float[torch.Tensor, "k d"] | None = None  # the atoms as contiguous rows (fast gathers of a few atoms)
 
     @classmethod
     def from_atoms(cls, atoms: Float[torch.Tensor, "d k"]) -> Dictionary:
@@ -34,7 +38,7 @@ class Dictionary:
             raise ValueError(f"atoms must be a [d, k] matrix with k >= 1, got shape {tuple(atoms.shape)}")
         if not torch.isfinite(atoms).all():
             raise ValueError("Dictionary atoms contain NaN or inf")
-        return cls(atoms=atoms, gram=atoms.T @ atoms)
+        return cls(atoms=atoms, gram=atoms.T @ atoms, rows=atoms.T.contiguous())
 
 
 def objective(
@@ -62,6 +66,12 @@ def kkt_violation(
 def _violation(g: torch.Tensor, C: torch.Tensor, l1: float) -> torch.Tensor:
     """Per-coefficient KKT violation from the smooth part's gradient ``g`` (see ``kkt_violation``)."""
     return torch.where(C != 0, (g + l1 * C.sign()).abs(), (g.abs() - l1).clamp_min(0))
+
+
+PDAS_ITERS = 10  # primal-dual active-set steps tried on each restricted problem before FISTA
+# and only on restricted problems of more atoms than this: on the first round's 8 atoms, where most codes of 2-4
+# atoms are found by FISTA's early exact solves, they mostly fail (measured: benchmarks/pace_speed.py)
+PDAS_MIN_ATOMS = 8
 
 
 def _soft(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
@@ -110,10 +120,50 @@ def _polish(G: torch.Tensor, b: torch.Tensor, c: torch.Tensor, l1: float, l2: fl
     return x, same_sign & off_ok
 
 
+def _pdas(G: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, l1: float, l2: float, kkt_tol: torch.Tensor,
+          iters: int = PDAS_ITERS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Primal-dual active-set steps (Fan, Jiao and Lu 2014; a semismooth Newton method) on the restricted
+    problem, from ``c0``: with the dual ``d = b - (G + l2 I) x``, the atoms where ``|x + d| > l1`` form the
+    active set, signed by ``x + d``, and one exact solve on them gives the next ``x``. It stops when the
+    active set repeats. The unit step suits the unit atoms (``diag G = 1``). It may not converge from a poor
+    start, so the result is returned with, per signal, whether it meets the KKT conditions of the
+    restricted problem within ``kkt_tol``; the signals that do not go on to FISTA."""
+    x = c0.clone()
+    going = torch.arange(G.shape[0], device=G.device)  # signals whose active set has not settled
+    prev: torch.Tensor | None = None
+    for _ in range(iters):
+        Gg, bg, xg = G[going], b[going], x[going]
+        u = xg + bg - torch.einsum("bij,bj->bi", Gg, xg) - l2 * xg  # x + d
+        act = u.abs() > l1
+        if prev is not None:  # a signal whose active set repeats has settled: it leaves the loop
+            moved = (act != prev).any(-1)
+            if not bool(moved.any()):
+                break
+            going, Gg, bg, u, act = going[moved], Gg[moved], bg[moved], u[moved], act[moved]
+        prev = act
+        sign = torch.where(act, u.sign(), torch.zeros_like(u))
+        keep = (act[:, :, None] & act[:, None, :]).to(G.dtype)
+        M = Gg * keep + torch.diag_embed(torch.where(act, torch.full_like(u, l2 + 1e-10), torch.ones_like(u)))
+        # M is symmetric positive definite (G is a Gram matrix; inactive atoms get a unit diagonal)
+        L, info = torch.linalg.cholesky_ex(M)
+        rhs = torch.where(act, bg - l1 * sign, torch.zeros_like(bg))[..., None]
+        sol = torch.cholesky_solve(rhs, L)[..., 0]
+        if bool((info != 0).any()):  # not numerically definite (l2 = 0, dependent atoms): a general solve
+            bad = info != 0
+            sol[bad] = torch.linalg.solve(M[bad], rhs[bad, :, 0])
+        x[going] = sol
+    act = x != 0
+    sign = x.sign()
+    grad = torch.einsum("bij,bj->bi", G, x) - b + l2 * x
+    ok = torch.where(act, (grad + l1 * sign).abs(), (grad.abs() - l1).clamp_min(0)).amax(-1) <= kkt_tol[:, 0]
+    return x, ok
+
+
 def _fista(G: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, l1: float, l2: float, iters: int,
            tol: float, kkt_tol: torch.Tensor, polish_every: int = 20,
-           polish_at: tuple[int, ...] = (2, 5, 10)) -> torch.Tensor:
-    """Batched FISTA with adaptive restart on restricted problems ``1/2 c^T G c - b^T c + ...``.
+           polish_at: tuple[int, ...] = (2, 5, 10), pdas_iters: int = PDAS_ITERS) -> torch.Tensor:
+    """Batched FISTA with adaptive restart on restricted problems ``1/2 c^T G c - b^T c + ...``, after
+    ``pdas_iters`` primal-dual active-set steps (``_pdas``), which solve most of them exactly on their own.
 
     After ``polish_at`` iterations and then every ``polish_every`` the support and signs FISTA has found
     are tried in an exact solve (``_polish``); signals whose polished solution is optimal leave the batch.
@@ -122,6 +172,14 @@ def _fista(G: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, l1: float, l2: fl
     """
     out = c0.clone()
     todo = torch.arange(G.shape[0], device=G.device)
+    if pdas_iters and G.shape[-1] > PDAS_MIN_ATOMS:
+        x, done = _pdas(G, b, c0, l1, l2, kkt_tol, pdas_iters)
+        if bool(done.any()):
+            out[done] = x[done]
+            keep = ~done
+            todo, G, b, c0, kkt_tol = (v[keep] for v in (todo, G, b, c0, kkt_tol))
+            if todo.numel() == 0:
+                return out
     lip = _largest_eigenvalue(G) + l2  # [b]
     step = (1.0 / lip)[:, None]
     c, z, t = c0, c0.clone(), torch.ones_like(lip)[:, None]
@@ -179,6 +237,7 @@ def elastic_net(
     if not isinstance(dictionary, Dictionary):
         dictionary = Dictionary.from_atoms(dictionary)
     D, G = dictionary.atoms, dictionary.gram
+    atom_rows = dictionary.rows if dictionary.rows is not None else D.T.contiguous()
     if Y.dim() != 2 or Y.shape[1] != D.shape[0]:
         raise ValueError(f"Y must be [batch, {D.shape[0]}] to match the dictionary, got {tuple(Y.shape)}")
     if not torch.isfinite(Y).all():
@@ -208,7 +267,8 @@ def elastic_net(
         # the full gradient goes through D (2 d k n flops), not the k x k Gram (k^2 n flops)
         # (the reconstruction D c uses only the working set's atoms)
         if k > D.shape[0]:
-            grad = torch.einsum("bm,bmd->bd", cs, D.T[ws]) @ D - corr[todo] + l2 * c_todo
+            recon = torch.nn.functional.embedding_bag(ws, atom_rows, per_sample_weights=cs, mode="sum")  # D c
+            grad = recon @ D - corr[todo] + l2 * c_todo
         else:
             grad = c_todo @ G - corr[todo] + l2 * c_todo
         viol = _violation(grad, c_todo, l1)

@@ -89,6 +89,30 @@ class TestElasticNet:
                     rescued += 1
         assert rescued > 0
 
+    def test_active_set_steps_give_the_optimum_or_say_they_did_not(self):
+        # primal-dual active-set steps on the whole (small, coherent) problem: the optimum is their fixed point;
+        # from other starts they often fail on a problem this coherent (hence FISTA after them), so what
+        # matters is that whatever they call optimal is the optimum, and that the rest are said to be unsolved
+        from steerlens.solvers import _pdas
+
+        D, Y = problem(d=30, k=60, b=6, seed=8)
+        l1, l2 = 0.01 * 0.95, 0.01 * 0.05
+        ref = elastic_net(D, Y, alpha=0.01, tol=1e-9)
+        G, b = (D.T @ D).expand(6, 60, 60), Y @ D
+        tol = torch.full((6, 1), 1e-7, dtype=D.dtype)
+        g = torch.Generator().manual_seed(0)
+        x, ok = _pdas(G, b, ref, l1, l2, tol, iters=3)
+        assert bool(ok.all())
+        torch.testing.assert_close(x, ref, atol=1e-7, rtol=0)
+        refused = 0
+        for noise in (0.0, 0.01, 0.3):
+            start = ref * (1 + noise * torch.rand(ref.shape, generator=g, dtype=D.dtype))
+            start += torch.randn(b.shape, generator=g, dtype=D.dtype) * (torch.rand(b.shape, generator=g) < 0.05)
+            x, ok = _pdas(G, b, start, l1, l2, tol, iters=10)
+            torch.testing.assert_close(x[ok], ref[ok], atol=1e-7, rtol=0)
+            refused += int((~ok).sum())
+        assert refused > 0  # one step from a random start is not always enough, and it says so
+
     def test_warns_when_rounds_run_out(self):
         D, Y = problem(d=30, k=300, b=4, seed=2)
         with pytest.warns(RuntimeWarning, match="violate the KKT conditions after 1 rounds"):
