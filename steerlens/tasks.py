@@ -217,9 +217,10 @@ class Task:
     def rollouts(self, samples: int = 1, tokens: int = 48, temperature: float = 1.0, seed: int = 0,
                  behaviours: Sequence[str] = (), hook: str = STATE_HOOK, batch_size: int = 32) -> Rollouts:
         """Scored rollouts on the training rows: ``samples`` responses per prompt of ``tokens`` tokens (whatever
-        length is evaluated, so a fit on them serves every generation length) at ``temperature`` (seed ``seed``), chat and raw rows apart, plus one more per sample
-        under each ``behaviours`` system prompt; the state at ``hook`` for every generated step; rewards from
-        the task's reward. Finished batches are kept in ``workdir``, so an interrupted fit resumes from them."""
+        length is evaluated, so a fit on them serves every generation length) at ``temperature`` (seed
+        ``seed``), chat and raw rows apart, plus one more per sample under each ``behaviours`` system prompt;
+        the state at ``hook`` for every generated step; rewards from the task's reward. Finished batches are
+        kept in ``workdir``, so an interrupted fit resumes from them."""
         chat_rows = [r["prompt"] for r in self.rows if "prompt" in r]
         raw_rows = [r["prefix"] for r in self.rows if "prefix" in r]
         if behaviours and not chat_rows:

@@ -688,7 +688,7 @@ def pace():
                "12-21 (README, \"PaCE on a small model\"). That is why the demo's line shows an edit of a few "
                "tenths of a percent.\n"
                "- The same benchmark shows where the time goes: at layers 6 and 9 the codes hold about 57 atoms and "
-               "their solves take three quarters of the solver's time; at layers 12-21 a code is the mean atom "
+               "their solves take about 70% of the solver's time; at layers 12-21 a code is the mean atom "
                "plus two or three concepts."),
         ("md", "## Exercises\n"
                "**1.** Write PaCE's edit (Eq. 4): given activations `z` [n, d], atoms `D` [d, k], coefficients in "
