@@ -108,14 +108,16 @@ def _polish(G: torch.Tensor, b: torch.Tensor, c: torch.Tensor, l1: float, l2: fl
     for _ in range(prune + 1):
         M = torch.where(act[:, :, None] & act[:, None, :], G, torch.zeros_like(G)) + torch.diag_embed(
             torch.where(act, l2 * ones + 1e-10, ones))
-        x = torch.linalg.solve(M, torch.where(act, b - l1 * sign, torch.zeros_like(b)))
+        # a support of dependent atoms with no ridge (the lasso) is singular: such a try is not accepted
+        x, info = torch.linalg.solve_ex(M, torch.where(act, b - l1 * sign, torch.zeros_like(b)))
+        x = torch.where(((info != 0)[:, None]) | ~torch.isfinite(x), c, x)
         flipped = act & (x.sign() != sign)
         if not bool(flipped.any()):
             break
         act = act & ~flipped
         sign = torch.where(act, sign, torch.zeros_like(sign))
     grad = torch.einsum("bij,bj->bi", G, x) - b + l2 * x
-    same_sign = torch.where(act, x.sign() == sign, x == 0).all(-1)
+    same_sign = torch.where(act, x.sign() == sign, x == 0).all(-1) & (info == 0)
     off_ok = torch.where(act, torch.zeros_like(grad), grad.abs() - l1).amax(-1) <= kkt_tol[:, 0]
     return x, same_sign & off_ok
 
@@ -148,9 +150,10 @@ def _pdas(G: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, l1: float, l2: flo
         L, info = torch.linalg.cholesky_ex(M)
         rhs = torch.where(act, bg - l1 * sign, torch.zeros_like(bg))[..., None]
         sol = torch.cholesky_solve(rhs, L)[..., 0]
-        if bool((info != 0).any()):  # not numerically definite (l2 = 0, dependent atoms): a general solve
-            bad = info != 0
-            sol[bad] = torch.linalg.solve(M[bad], rhs[bad, :, 0])
+        if bool((info != 0).any()):  # not numerically definite (l2 = 0, dependent atoms): a general solve,
+            bad = info != 0  # and where that is singular too the signal keeps its point (and fails the check)
+            general, singular = torch.linalg.solve_ex(M[bad], rhs[bad, :, 0])
+            sol[bad] = torch.where((singular != 0)[:, None] | ~torch.isfinite(general), x[going][bad], general)
         x[going] = sol
     act = x != 0
     sign = x.sign()

@@ -113,6 +113,15 @@ class TestElasticNet:
             refused += int((~ok).sum())
         assert refused > 0  # one step from a random start is not always enough, and it says so
 
+    def test_lasso_on_dependent_atoms_does_not_fail_on_a_singular_solve(self):
+        # four unit atoms in 3 dimensions with no ridge (the lasso): an exact solve on all four is singular;
+        # such a try must be refused, not raise (found by the property test)
+        D = torch.randn(3, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64).float()
+        D /= D.norm(dim=0, keepdim=True)
+        Y = torch.randn(4, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64).float()
+        C = lasso(D, Y, alpha=0.25, tol=1e-6)
+        assert kkt_violation(D, Y, C, 0.25, 1.0).max() <= 1e-4 * (Y @ D).abs().max()
+
     def test_warns_when_rounds_run_out(self):
         D, Y = problem(d=30, k=300, b=4, seed=2)
         with pytest.warns(RuntimeWarning, match="violate the KKT conditions after 1 rounds"):
