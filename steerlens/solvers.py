@@ -70,7 +70,7 @@ def _violation(g: torch.Tensor, C: torch.Tensor, l1: float) -> torch.Tensor:
 
 PDAS_ITERS = 10  # primal-dual active-set steps tried on each restricted problem before FISTA
 # and only on restricted problems of more atoms than this: on the first round's 8 atoms, where most codes of 2-4
-# atoms are found by FISTA's early exact solves, they mostly fail (measured: benchmarks/pace_speed.py)
+# atoms are found by FISTA's early exact solves, they mostly fail (measured on PaCE's decoding activations)
 PDAS_MIN_ATOMS = 8
 
 
@@ -129,7 +129,7 @@ def _pdas(G: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, l1: float, l2: flo
     active set, signed by ``x + d``, and one exact solve on them gives the next ``x``. It stops when the
     active set repeats. The unit step suits the unit atoms (``diag G = 1``). It may not converge from a poor
     start, so the result is returned with, per signal, whether it meets the KKT conditions of the
-    restricted problem within ``kkt_tol``; the signals that do not go on to FISTA."""
+    restricted problem within ``kkt_tol``; the signals that do not meet them go on to FISTA."""
     x = c0.clone()
     going = torch.arange(G.shape[0], device=G.device)  # signals whose active set has not settled
     prev: torch.Tensor | None = None
