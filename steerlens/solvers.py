@@ -155,11 +155,8 @@ def _pdas(G: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, l1: float, l2: flo
             general, singular = torch.linalg.solve_ex(M[bad], rhs[bad, :, 0])
             sol[bad] = torch.where((singular != 0)[:, None] | ~torch.isfinite(general), x[going][bad], general)
         x[going] = sol
-    act = x != 0
-    sign = x.sign()
     grad = torch.einsum("bij,bj->bi", G, x) - b + l2 * x
-    ok = torch.where(act, (grad + l1 * sign).abs(), (grad.abs() - l1).clamp_min(0)).amax(-1) <= kkt_tol[:, 0]
-    return x, ok
+    return x, _violation(grad, x, l1).amax(-1) <= kkt_tol[:, 0]
 
 
 def _fista(G: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, l1: float, l2: float, iters: int,

@@ -579,7 +579,7 @@ class PaCEEditor(Editor):
         """The decomposition of each row of ``z`` (paper Eq. 2-4): ``coefficients`` [n, k] and per row the norms
         ``removed`` ||D_U c_U|| (what the edit subtracts), ``mean`` (the shared mean atom's part; 0 for a
         dictionary that is not centred), ``benign`` (the other kept concepts' part), ``explained`` ||D c|| and
-        ``residual`` ||z - D c|` (the reconstruction error, kept). ``D c`` is the sum of the mean, benign and
+        ``residual`` ||z - D c|| (the reconstruction error, kept). ``D c`` is the sum of the mean, benign and
         removed parts; their norms do not add up, since the atoms are not orthogonal."""
         c = self.coefficients(layer, z)
         D = self.tensors[f"atoms.{layer}"].to(c.dtype)
@@ -588,9 +588,10 @@ class PaCEEditor(Editor):
         if self.settings.get("centre", False):
             shared[0] = True
         benign = ~mask & ~shared
+        explained = c @ D.T
         return {"coefficients": c, "removed": ((c * mask) @ D.T).norm(dim=-1),
                 "mean": ((c * shared) @ D.T).norm(dim=-1), "benign": ((c * benign) @ D.T).norm(dim=-1),
-                "explained": (c @ D.T).norm(dim=-1), "residual": (z - c @ D.T).norm(dim=-1)}
+                "explained": explained.norm(dim=-1), "residual": (z - explained).norm(dim=-1)}
 
     def hook_fn(self, layer: int) -> HookFn:
         positions = self.settings.get("positions", "all")
