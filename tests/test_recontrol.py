@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from steerlens.editing import Editor
-from steerlens.generation import generate_tokens, left_pad
+from steerlens.generation import generate_tokens, left_pad, next_token_logits
 from steerlens.methods.recontrol import (
     STATE_HOOK,
     MLPValue,
@@ -86,6 +86,78 @@ class TestController:
         assert loaded.settings == ctl.settings
         with loaded.apply(tiny):
             assert generate_tokens(tiny, tokens, mask, max_new_tokens=6, stop_token_ids=[]) == a
+
+
+def placed(tiny, placement, **kw):
+    layer = 1 if placement == "resid" else None
+    return ValueController.from_value(tiny, linear_value(), alpha=2.0, n_steps=3, placement=placement, layer=layer,
+                                      **kw)
+
+
+def two_step_logits(model, tokens, nxt, first_hooks):
+    """A prompt pass (under ``first_hooks``) that fills the KV cache, then one decoding step with no hook."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, tokens.device, tokens.shape[0])
+    with model.hooks(fwd_hooks=first_hooks):
+        next_token_logits(model, tokens, torch.ones_like(tokens), cache)
+    return next_token_logits(model, nxt, torch.ones_like(nxt), cache)
+
+
+class TestWhereTheControlActs:
+    """Where the control acts: the final state (the paper's) changes one position's logits and nothing that a
+    later token reads; a residual placement writes the edited state into the keys and values above it."""
+
+    def test_final_placement_leaves_the_cache_unchanged(self, tiny):
+        tokens, nxt = torch.randint(0, 101, (2, 5)), torch.randint(0, 101, (2, 1))
+        ctl = placed(tiny, "normalized")
+        plain = two_step_logits(tiny, tokens, nxt, [])
+        torch.testing.assert_close(two_step_logits(tiny, tokens, nxt, ctl.fwd_hooks()), plain)
+        names = lambda n: n.endswith(("hook_k", "hook_v"))  # noqa: E731
+        _, base = tiny.run_with_cache(tokens, names_filter=names)
+        with ctl.apply(tiny):
+            _, edited = tiny.run_with_cache(tokens, names_filter=names)
+        for name in base.keys():
+            torch.testing.assert_close(edited[name], base[name])
+
+    def test_resid_placement_reaches_later_tokens_through_the_cache(self, tiny):
+        tokens, nxt = torch.randint(0, 101, (2, 5)), torch.randint(0, 101, (2, 1))
+        ctl = placed(tiny, "resid")
+        assert ctl.fwd_hooks()[0][0] == "blocks.1.hook_resid_post" and ctl.layers == [1]
+        plain = two_step_logits(tiny, tokens, nxt, [])
+        assert not torch.allclose(two_step_logits(tiny, tokens, nxt, ctl.fwd_hooks()), plain, atol=1e-4)
+        names = lambda n: n.endswith("hook_k")  # noqa: E731
+        _, base = tiny.run_with_cache(tokens, names_filter=names)
+        with ctl.apply(tiny):
+            _, edited = tiny.run_with_cache(tokens, names_filter=names)
+        for layer in range(3):  # keys at and below the edited block are untouched; above it, the last position moves
+            k, k0 = edited[f"blocks.{layer}.attn.hook_k"], base[f"blocks.{layer}.attn.hook_k"]
+            torch.testing.assert_close(k[:, :-1], k0[:, :-1])
+            assert torch.allclose(k[:, -1], k0[:, -1]) == (layer <= 1)
+
+    @pytest.mark.parametrize("placement", ["normalized", "output", "resid"])
+    def test_cached_equals_uncached(self, tiny, placement):
+        ctl = placed(tiny, placement)
+        tokens, mask = left_pad([[3, 4, 5], [6, 7, 8, 9]], pad_id=0)
+        with ctl.apply(tiny):
+            a = generate_tokens(tiny, tokens, mask, max_new_tokens=6, use_cache=True, stop_token_ids=[])
+            b = generate_tokens(tiny, tokens, mask, max_new_tokens=6, use_cache=False, stop_token_ids=[])
+        with torch.no_grad():
+            unsteered = generate_tokens(tiny, tokens, mask, max_new_tokens=6, stop_token_ids=[])
+        assert a == b and a != unsteered
+
+    def test_resid_placement_is_checked_and_saved(self, tiny, tmp_path):
+        with pytest.raises(ValueError, match="needs layer"):
+            ValueController.from_value(tiny, linear_value(), placement="resid")
+        with pytest.raises(ValueError, match="applies to placement='resid' only"):
+            ValueController.from_value(tiny, linear_value(), layer=1)
+        with pytest.raises(ValueError, match="layer"):
+            ValueController.from_value(tiny, linear_value(), placement="resid", layer=7)
+        ctl = placed(tiny, "resid")
+        loaded = Editor.load(ctl.save(tmp_path / "ctl"), model=tiny)
+        assert loaded.settings == ctl.settings and loaded.hook_name(1) == "blocks.1.hook_resid_post"
+        with pytest.raises(ValueError, match="passes through the blocks"):
+            control_token_effect(tiny, ctl, torch.randn(3, 32))
 
 
 def memorisable(n_prompts: int, per: int) -> tuple[list[torch.Tensor], list[float]]:

@@ -1,7 +1,9 @@
 """RE-Control: representation editing from a control perspective (Kong et al., NeurIPS 2024, arXiv 2406.05954).
 
 The LM is a dynamical system whose state ``s_t`` is the vector fed to the unembedding at step t (here
-``ln_final.hook_normalized``, the final norm's output before its gain). A value function ``V(s)`` is
+``ln_final.hook_normalized``, the final norm's output before its gain), or, with ``placement="resid"``, the
+residual stream after block L (``blocks.L.hook_resid_post``, a departure from the paper: see
+``ValueController``). A value function ``V(s)`` is
 trained to predict the reward of the finished response (paper Eq. 6, undiscounted TD, reward only at
 the end):
 
@@ -27,12 +29,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..activations import rms_normalise
-from ..editing import Editor, HookFn, ModelSpec, TensorSpec, checked_settings, register
+from ..context import current_span
+from ..editing import Editor, HookFn, ModelSpec, TensorSpec, check_layers, checked_settings, register, resid_hook_name
 from ..generation import encode, format_chat
 from ..rollouts import STATE_HOOK, Rollouts, rollout, teacher_forced  # noqa: F401  (re-exported)
 from ..settings import Setting
 
-PLACEMENTS = ("normalized", "output")
+PLACEMENTS = ("normalized", "output", "resid")
 RewardFn = Callable[[Sequence[str]], Sequence[float]]
 
 
@@ -368,6 +371,16 @@ def _fit_linear(vf: LinearValue, x: torch.Tensor, mask: torch.Tensor, r: torch.T
 
 
 # -- the controller -------------------------------------------------------------------------------------
+def producing_positions(n_pos: int, device: torch.device | str = "cpu") -> Bool[torch.Tensor, " pos"]:
+    """``[n_pos]`` bool: the positions of the current forward pass that produce a generated token. Inside
+    ``steerlens.generate`` (or ``prompt_span``): the prompt's last position and every later one, so a full
+    pass without the KV cache edits what the cached passes edited one at a time; elsewhere the last position."""
+    span = current_span()
+    if span is None:
+        return torch.arange(n_pos, device=device) == n_pos - 1
+    return torch.arange(span.offset, span.offset + n_pos, device=device) >= span.prompt_length - 1
+
+
 def gradient_ascent(vf: ValueFunction, s: Float[torch.Tensor, "b d"], alpha: float, n_steps: int,
                     max_norm: float | None = None, path: list[torch.Tensor] | None = None, relative: bool = False,
                     ) -> tuple[Float[torch.Tensor, "b d"], list[torch.Tensor]]:
@@ -423,10 +436,23 @@ class ValueController(Editor):
     units of ``||s||``, see ``gradient_ascent``), ``vf`` (the value function's config), ``placement``.
     Tensors: the value function's parameters and buffers (``vf.*``), and ``gain`` for ``"output"``.
 
-    Placement: the hook is ``ln_final.hook_normalized`` either way. ``"normalized"``: V and the ascent act
-    on the RMS-normalised state before the final norm's gain (what that hook holds). ``"output"`` (the
-    paper's: the last hidden state, the unembedding's input): on ``gain * s``; the control is mapped back
-    by dividing by the gain. The two differ by the metric the ascent and the norm bound use.
+    Placement: ``"normalized"`` and ``"output"`` edit ``ln_final.hook_normalized``, the state that feeds the
+    unembedding. ``"normalized"``: V and the ascent act on the RMS-normalised state before the final norm's
+    gain (what that hook holds). ``"output"`` (the paper's: the last hidden state, the unembedding's input):
+    on ``gain * s``; the control is mapped back by dividing by the gain. Either way the edit comes after every
+    block, so it changes the current token's logits only: that position's keys and values are already in the
+    cache, and no later token sees the edit (a learned bias on the vocabulary).
+
+    ``"resid"`` (not the paper's) with ``layer=L``: V reads the residual stream after block L
+    (``blocks.L.hook_resid_post``, recorded there during the rollouts) and the control is added there, before
+    the blocks above and before this position's keys and values enter their caches, so later tokens see it
+    through attention, as they see ActAdd's edit.
+
+    ``positions="last"`` edits the positions that produce generated tokens. At the final state that is the last
+    position of every pass (generation runs only that one through the final norm). In the residual stream the
+    earlier ones are read again by later tokens, so there it is every position from the prompt's last on, in
+    ``steerlens.generate`` or inside ``steerlens.editing.prompt_span`` (then cached and uncached decoding
+    agree), and the last position in a bare forward pass.
     """
 
     method = "recontrol"
@@ -443,8 +469,11 @@ class ValueController(Editor):
                 "none)", low=0.0, open_low=True, optional=True, extreme=1.0,
                 extreme_note="the control may be larger than the state itself"),
         Setting("relative", "bool", False, "alpha and max_norm in units of the state's norm"),
-        Setting("placement", "str", "normalized", "the state V reads: before or after the final norm's gain",
+        Setting("placement", "str", "normalized", "the state V reads and the control edits: the final state before "
+                "or after the final norm's gain, or the residual stream after block `layer` (resid)",
                 choices=PLACEMENTS),
+        Setting("layer", "int", None, "with placement resid: the block whose output (blocks.L.hook_resid_post) V "
+                "reads and the control edits", low=0, optional=True),
         Setting("epochs", "int", 40, "training epochs of a neural value function", low=1, saved=False),
         Setting("samples", "int", 2, "rollouts per training prompt", low=1, saved=False),
         Setting("behaviours", "strings", [], "system prompts for extra rollouts (chat rows)", saved=False),
@@ -485,6 +514,12 @@ class ValueController(Editor):
         """Rollouts on the training prompts scored by the task's reward (``Task.rollouts``; TruthfulQA: the best
         answer, reward 1, and the incorrect answers, reward 0, teacher-forced), then value training."""
         s = settings
+        if s["placement"] == "resid" and s["layer"] is None:
+            raise ValueError("placement=resid needs a layer: --set layer=L (the block whose output V reads)")
+        if s["placement"] != "resid" and s["layer"] is not None:
+            raise ValueError(f"layer={s['layer']} applies to placement=resid only (placement is {s['placement']})")
+        hook = resid_hook_name(check_layers([s["layer"]], model.cfg.n_layers)[0]) if s["placement"] == "resid" \
+            else STATE_HOOK
         if task.name == "truthfulqa":
             if s["behaviours"]:
                 raise ValueError("TruthfulQA's value net is trained on given answers (teacher forcing), not "
@@ -495,12 +530,12 @@ class ValueController(Editor):
                     prompts.append(format_chat(model.tokenizer, r["question"]))
                     answers.append(a)
                     rewards.append(rew)
-            ro = teacher_forced(model, prompts, answers, progress=task.progress)
+            ro = teacher_forced(model, prompts, answers, progress=task.progress, hook=hook)
             ro.rewards = rewards
             positions = "all"
         else:
             ro = task.rollouts(samples=s["samples"], tokens=s["rollout_tokens"], temperature=s["temperature"],
-                               seed=s["seed"], behaviours=s["behaviours"])
+                               seed=s["seed"], behaviours=s["behaviours"], hook=hook)
             positions = "last"
         if s["placement"] == "output":  # V reads the final norm's output: the recorded states times its gain
             gain = final_gain(model)
@@ -511,30 +546,43 @@ class ValueController(Editor):
                   f"corr(V(s_t), reward) {curves['held_out_corr']:+.2f}"
                   " (near 0: V cannot tell good from bad answers to new prompts)")
         return cls.from_value(model, vf, alpha=s["alpha"], n_steps=s["n_steps"], max_norm=s["max_norm"],
-                              positions=positions, relative=s["relative"], placement=s["placement"])
+                              positions=positions, relative=s["relative"], placement=s["placement"],
+                              layer=s["layer"])
 
     @classmethod
     @checked_settings
     def from_value(cls, model: Any, vf: ValueFunction, alpha: float = 0.5, n_steps: int = 10,
                    max_norm: float | None = None, positions: str = "last", relative: bool = False,
-                   placement: str = "normalized") -> ValueController:
-        """``positions="last"`` (generation: only the position producing the next token) or ``"all"``
-        (scoring given text, e.g. TruthfulQA answers, where every position's logits are used).
-        ``placement``: ``"normalized"`` or ``"output"`` (``vf`` must have been fitted on ``state_of``'s
-        states for that placement; see the class docstring)."""
+                   placement: str = "normalized", layer: int | None = None) -> ValueController:
+        """``positions="last"`` (generation: the positions that produce new tokens; see the class docstring) or
+        ``"all"`` (scoring given text, e.g. TruthfulQA answers, where every position's logits are used).
+        ``placement``: ``"normalized"``, ``"output"`` or ``"resid"`` with ``layer`` (``vf`` must have been
+        fitted on ``state_of``'s states for that placement; see the class docstring)."""
         if positions not in ("last", "all"):
             raise ValueError(f"positions must be 'last' or 'all', not {positions!r}")
         if placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, not {placement!r}")
         spec = ModelSpec.of(model)
+        if placement == "resid":
+            if layer is None:
+                raise ValueError("placement='resid' needs layer=L: the block whose output V reads and the control "
+                                 f"edits (0-{spec.n_layers - 1})")
+            layers = check_layers([int(layer)], spec.n_layers)
+        elif layer is not None:
+            raise ValueError(f"layer={layer} applies to placement='resid' only; placement {placement!r} edits the "
+                             "final state (leave layer unset, or set placement='resid')")
+        else:
+            layers = [spec.n_layers - 1]
         if vf.config["d_model"] != spec.d_model:
             raise ValueError(f"Value function takes d_model={vf.config['d_model']}, model has {spec.d_model}")
         tensors = {f"vf.{k}": v.detach().clone() for k, v in vf.state_dict().items()}
         settings = {"alpha": alpha, "n_steps": n_steps, "max_norm": max_norm, "relative": relative,
                     "vf": dict(vf.config), "positions": positions, "placement": placement}
+        if placement == "resid":
+            settings["layer"] = layers[0]
         if placement == "output":
             tensors["gain"] = final_gain(model).detach().float().cpu().clone()
-        return cls(model=spec, layers=[spec.n_layers - 1], settings=settings, tensors=tensors)
+        return cls(model=spec, layers=layers, settings=settings, tensors=tensors)
 
     def value_function(self) -> ValueFunction:
         cache = self.__dict__.setdefault("_vf", {})
@@ -562,8 +610,14 @@ class ValueController(Editor):
         gain = self.tensors.get("gain")
         return (u if gain is None else u / gain.to(u.device, u.dtype)), trace
 
+    @property
+    def state_hook(self) -> str:
+        """The hook V reads and the control edits (``ln_final.hook_normalized``, or the block's residual output
+        for ``placement="resid"``)."""
+        return resid_hook_name(self.layers[0]) if self.settings.get("placement") == "resid" else STATE_HOOK
+
     def hook_name(self, layer: int) -> str:
-        return STATE_HOOK
+        return self.state_hook
 
     def hook_fn(self, layer: int) -> HookFn:
         def control(act: torch.Tensor, hook: Any) -> torch.Tensor:
@@ -573,16 +627,20 @@ class ValueController(Editor):
             if s.get("positions", "last") == "all":
                 u, _ = self._ascent(act.reshape(-1, act.shape[-1]).float())
                 return act + u.reshape(act.shape).to(act.dtype)
-            u, _ = self._ascent(act[:, -1].float())
+            if s.get("placement") == "resid":
+                where = producing_positions(act.shape[1], act.device)
+            else:  # the final state: only its last position produces a token (generation runs no other there)
+                where = torch.arange(act.shape[1], device=act.device) == act.shape[1] - 1
+            u, _ = self._ascent(act[:, where].reshape(-1, act.shape[-1]).float())
             out = act.clone()
-            out[:, -1] = act[:, -1] + u.to(act.dtype)
+            out[:, where] = act[:, where] + u.reshape(act.shape[0], -1, act.shape[-1]).to(act.dtype)
             return out
         return control
 
     @torch.no_grad()
     def describe_step(self, states: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> str:
         """The value before and after the ascent at this token (V is what the control climbs)."""
-        pair = states.get(STATE_HOOK)
+        pair = states.get(self.state_hook)
         if pair is None:
             return ""
         vf = self.value_function()
@@ -594,22 +652,24 @@ class ValueController(Editor):
         """V before and after the ascent, and the control's size, averaged over the answer's states."""
         tokens, mask = encode(model, [context + answer])
         n_ctx = encode(model, [context])[0].shape[1]
-        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=STATE_HOOK)
-        states = cache[STATE_HOOK][0, max(n_ctx - 1, 0):-1].float()  # the states that produced the answer
+        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=self.state_hook)
+        states = cache[self.state_hook][0, max(n_ctx - 1, 0):-1].float()  # the states that produced the answer
         s = self.settings
         u, trace = self._ascent(states)
         before, after = float(trace[0].mean()), float(trace[-1].mean())
         share = float((u.norm(dim=-1) / states.norm(dim=-1).clamp_min(1e-12)).mean())
         return (f"value V(s) {before:+.3f} -> {after:+.3f} after {s['n_steps']} ascent steps; control |u| = "
-                f"{100 * share:.1f}% of |s| (mean over the answer's final states)")
+                f"{100 * share:.1f}% of |s| (mean over the answer's states at {self.state_hook})")
 
 
 # -- analysis -------------------------------------------------------------------------------------------
 @torch.no_grad()
 def value_lens(model: Any, controller: ValueController,
                text: str) -> tuple[Float[torch.Tensor, "layers pos"], list[str]]:
-    """V read at every layer and token: each block's residual output, RMS-normalised like the final norm
-    does (a logit-lens reading; the value net was trained on the last layer's normalised state), then V.
+    """V read at every layer and token: each block's residual output, then V. For the final-state placements
+    the outputs are RMS-normalised like the final norm does (a logit-lens reading; V was trained on the last
+    layer's normalised state); for ``placement="resid"`` they are read as they are (V was trained on one
+    block's output, so the other rows show how far its reading carries).
 
     Returns (values [n_layers + 1, tokens]: rows are the blocks' outputs then the final state; labels).
     """
@@ -617,11 +677,13 @@ def value_lens(model: Any, controller: ValueController,
     names = [f"blocks.{la}.hook_resid_post" for la in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=lambda n: n in names or n == STATE_HOOK)
     vf = controller.value_function()
+    resid = controller.settings.get("placement") == "resid"
     rows = []
     for name in names:
         x = cache[name][0].float()
-        rows.append(vf(controller.state_of(rms_normalise(x))))
-    rows.append(vf(controller.state_of(cache[STATE_HOOK][0].float())))
+        rows.append(vf(x) if resid else vf(controller.state_of(rms_normalise(x))))
+    # resid: the final norm only rescales the last block's output, so its row repeats that block's
+    rows.append(rows[-1] if resid else vf(controller.state_of(cache[STATE_HOOK][0].float())))
     labels = [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
     return torch.stack(rows).cpu(), labels
 
@@ -666,6 +728,10 @@ def control_token_effect(model: Any, controller: ValueController, states: Float[
     A value net that learned the reward well raises reward-carrying words (sentiment: "compliment",
     "relax"); large moves on rare sub-word tokens explain perplexity rising before the reward does.
     """
+    if controller.settings.get("placement") == "resid":
+        raise ValueError("control_token_effect reads the final state's edit, whose map to the logits is affine; a "
+                         "residual edit passes through the blocks above it: compare its logits with "
+                         "steerlens.analysis.compare_edits or divergence_trace instead")
     vf = controller.value_function()
     if states.ndim != 2 or states.shape[-1] != controller.model.d_model:
         raise ValueError(f"states must be [n, {controller.model.d_model}], got {tuple(states.shape)}")
