@@ -59,7 +59,7 @@ FAMILIES = ("mlp", "linear", "pca_mlp")
 TARGETS = ("td", "mc")
 SHARES = (0.1, 0.2, 0.3)
 PPL_MAX, DIV_MIN = 1.12, 0.92
-ACTADD_ALPHAS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+ACTADD_ALPHAS = (0.025, 0.05, 0.075, 0.1, 0.15)
 MAX_NEW = 48
 OUT = steerlens.cache_dir() / "experiments" / "recontrol"
 
@@ -169,17 +169,63 @@ def select(model, args):
     (OUT / f"select{args.tag}.json").write_text(json.dumps(result, indent=1))
 
 
+@torch.no_grad()
+def mean_kl(model, ctx, rows, gens):
+    """Mean per-token KL(steered || unsteered) of the next-token distribution over the generated tokens of
+    ``gens`` (teacher-forced; ``ctx()`` applies the edit, inside ``prompt_span`` so a residual control edits the
+    positions it edits in generation)."""
+    from steerlens.analysis import kl_divergence
+    from steerlens.editing import prompt_span
+    from steerlens.generation import encode
+
+    total, count = 0.0, 0
+    for context, gen in zip(harness.contexts_of(model, rows), gens, strict=True):
+        n = encode(model, [context])[0].shape[1]
+        tokens, mask = encode(model, [context + gen])
+        if tokens.shape[1] <= n:
+            continue
+        plain = model(tokens, attention_mask=mask)[0, n - 1:-1]
+        with ctx(), prompt_span(n):
+            steered = model(tokens, attention_mask=mask)[0, n - 1:-1]
+        kl = kl_divergence(steered, plain)
+        total, count = total + float(kl.sum()), count + len(kl)
+    return total / max(count, 1)
+
+
+def scored(model, rows, bm, key, task, ctx, label, **extra):
+    """Generate under ``ctx`` and compare with the unsteered metrics ``bm``: the reward's change with a paired
+    interval, the perplexity and diversity ratios and the mean per-token KL."""
+    with ctx():
+        gens = harness.respond(model, rows, MAX_NEW)
+    row = {"label": label, **extra, **compare(bm, metrics_of(model, rows, gens, task), key),
+           "kl": mean_kl(model, ctx, rows, gens)}
+    print(label, json.dumps(row), flush=True)
+    return row
+
+
+def controller_at(model, vf, share, placement, layer):
+    """A relative controller of ``share`` x |s| (10 steps of share / 5, capped at share)."""
+    positions = "last" if placement == "resid" else "all"  # "all": teacher-forced KL of a final-state edit
+    return ValueController.from_value(model, vf, alpha=share / 5, n_steps=10, max_norm=share, relative=True,
+                                      placement=placement, layer=layer, positions=positions)
+
+
 def score(model, args):
+    """The shipped default over 3 rollout seeds, then the frontier on the same prompts (seed 0): RE-Control at
+    both placements over the control's size, ActAdd at the same layer (and at its default layer 15) over alpha,
+    and the equal-size random direction; reward change against perplexity and against per-token KL."""
     task = args.task
     files = {"sentiment": ["eval.jsonl", "test.jsonl"], "detox": ["holdout.jsonl"]}[task]
     key = "vader_compound" if task == "sentiment" else "offensive_prob"
-    results = {}
+    defaults = harness.settings_for("recontrol", task, model)
+    layer, share = defaults["layer"], defaults["max_norm"]
+    results = {"defaults": defaults}
     for name in files:
         rows = harness.load_items(data_dir() / task / name, task)
         base = harness.measure(model, task, rows, None, MAX_NEW, progress=False)
         bm = metrics_of(model, rows, base["generations"], task)
         out = {"n": len(rows), "unsteered": {k: v for k, v in bm.items() if k != "scores"}, "recontrol": [],
-               "actadd": [], "pace": None}
+               "frontier": [], "pace": None}
         for seed in [int(x) for x in args.seeds.split(",")]:
             res = harness.evaluate(model, "recontrol", task, rows, settings={"seed": seed}, max_new_tokens=MAX_NEW,
                                    unsteered=base, progress=False)
@@ -187,29 +233,77 @@ def score(model, args):
             row = {"seed": seed, **compare(bm, m, key), "seconds": res["seconds"]}
             out["recontrol"].append(row)
             print(name, "recontrol", json.dumps(row), flush=True)
-        for alpha in [float(a) for a in args.alphas.split(",")]:
-            res = harness.evaluate(model, "actadd", task, rows, settings={"alpha": alpha}, max_new_tokens=MAX_NEW,
-                                   unsteered=base, progress=False)
-            row = {"alpha": alpha, **compare(bm, metrics_of(model, rows, res["generations"]["steered"], task), key)}
-            out["actadd"].append(row)
-            print(name, "actadd", json.dumps(row), flush=True)
+        d = out["recontrol"]
+        out["recontrol_mean"] = {k: sum(r[k] for r in d) / len(d) for k in ("delta", "ppl_ratio", "div_ratio")}
+        print(name, "RE-Control over seeds", json.dumps(out["recontrol_mean"]), flush=True)
+        fr = out["frontier"]
+        editor = harness.fit_editor(model, "recontrol", task, progress=False)
+        vf = editor.value_function()
+        for k in (0.5, 1.0, 1.5, 2.0):
+            ctl = controller_at(model, vf, k * share, defaults["placement"], layer)
+            fr.append(scored(model, rows, bm, key, task, lambda c=ctl: c.apply(model), "recontrol-resid",
+                             size=k * share))
+        from steerlens.editing import RandomDirectionControl
+
+        rnd = RandomDirectionControl(editor, seed=0)
+        fr.append(scored(model, rows, bm, key, task, lambda r=rnd: r.apply(model), "random-direction", size=share))
+        final = harness.fit_editor(model, "recontrol", task, settings={"placement": "normalized", "layer": None},
+                                   progress=False)
+        for size in (0.125, 0.25, 0.375):
+            ctl = controller_at(model, final.value_function(), size, "normalized", None)
+            fr.append(scored(model, rows, bm, key, task, lambda c=ctl: c.apply(model), "recontrol-final",
+                             size=size))
+        for at in dict.fromkeys((layer, 15)):
+            actadd = harness.fit_editor(model, "actadd", task, settings={"layers": [at]}, progress=False)
+            for alpha in [float(a) for a in args.alphas.split(",")]:
+                actadd.settings["alpha"] = alpha
+                fr.append(scored(model, rows, bm, key, task, lambda a=actadd: a.apply(model), f"actadd-L{at}",
+                                 size=alpha))
         if task == "detox":
             res = harness.evaluate(model, "pace", task, rows, max_new_tokens=MAX_NEW, unsteered=base, progress=False)
             out["pace"] = compare(bm, metrics_of(model, rows, res["generations"]["steered"], task), key)
             print(name, "pace", json.dumps(out["pace"]), flush=True)
-        ppl = sum(r["ppl_ratio"] for r in out["recontrol"]) / len(out["recontrol"])
-        matched = [r for r in out["actadd"] if r["ppl_ratio"] <= ppl]
-        out["actadd_matched"] = max(matched, key=lambda r: r["alpha"]) if matched else None
-        print(name, "ActAdd at RE-Control's perplexity", ppl, json.dumps(out["actadd_matched"]))
+        ppl = out["recontrol_mean"]["ppl_ratio"]
+        for label in dict.fromkeys(f"actadd-L{at}" for at in (layer, 15)):
+            matched = [r for r in fr if r["label"] == label and r["ppl_ratio"] <= ppl]
+            out[f"{label}_matched"] = max(matched, key=lambda r: r["size"]) if matched else None
+            print(name, label, "at RE-Control's perplexity", ppl, json.dumps(out[f"{label}_matched"]), flush=True)
         results[name] = out
-    editor = harness.fit_editor(model, "recontrol", task, progress=False)
     chat = [r["prompt"] for r in harness.load_items(data_dir() / task / files[0], task) if "prompt" in r][:8]
     tps = tokens_per_second(model, chat, {"unsteered": unsteered, "recontrol": lambda: editor.apply(model)},
-                            max_new_tokens=MAX_NEW, repeats=2)
+                            max_new_tokens=MAX_NEW, repeats=3)
     report_speed(tps)
     results["tokens_per_second"] = tps
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"score-{task}.json").write_text(json.dumps(results, indent=1))
+    plot_frontier(results, files, key, OUT / f"frontier-{task}.png")
+
+
+def plot_frontier(results, files, key, path):
+    """Reward change against perplexity ratio and against mean per-token KL, one panel pair per prompt file;
+    each method's sizes joined in order of size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(files), 2, figsize=(10, 4 * len(files)), squeeze=False)
+    for row_axes, name in zip(axes, files, strict=True):
+        fr = results[name]["frontier"]
+        for label in dict.fromkeys(r["label"] for r in fr):
+            pts = sorted((r for r in fr if r["label"] == label), key=lambda r: r["size"])
+            for ax, x in zip(row_axes, ("ppl_ratio", "kl"), strict=True):
+                ax.plot([r[x] for r in pts], [r["delta"] for r in pts], "o-" if len(pts) > 1 else "s", label=label)
+        for ax, x in zip(row_axes, ("perplexity ratio (steered / unsteered)", "mean per-token KL to unsteered (nats)"),
+                         strict=True):
+            ax.set_xlabel(x)
+            ax.set_ylabel(f"change in {key}")
+            ax.axhline(0, color="grey", lw=0.5)
+            ax.set_title(f"{name} ({results[name]['n']} prompts)")
+        row_axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print("frontier plot:", path)
 
 
 def main() -> None:

@@ -53,16 +53,16 @@ def test_shipped_editors_are_current_and_load(model, tmp_path, monkeypatch):
     from ship_artefacts import SHIPPED_FITS
 
     shipped = sorted(p.name for p in harness.SHIPPED_EDITORS.iterdir())
-    assert shipped == sorted(harness.editor_entry(model, m, t)[0] for m, t in SHIPPED_FITS)
+    assert shipped == sorted(harness.editor_entry(model, m, t, settings=s)[0] for m, t, s in SHIPPED_FITS)
 
     def no_fit(*a, **k):
         raise AssertionError("fitted instead of loading the shipped editor")
 
     monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
-    for method, _ in SHIPPED_FITS:
+    for method, _, _ in SHIPPED_FITS:
         monkeypatch.setattr(REGISTRY[method], "for_task", classmethod(no_fit))
-    for method, task in SHIPPED_FITS:
-        editor = harness.fit_editor(model, method, task, progress=False)
+    for method, task, settings in SHIPPED_FITS:
+        editor = harness.fit_editor(model, method, task, settings=settings, progress=False)
         assert editor.method == method and editor.model.fingerprint is not None
 
     # RE-Control's rollouts are rollout_tokens long whatever length is evaluated: one value function serves
@@ -87,18 +87,17 @@ def test_shipped_editors_are_current_and_load(model, tmp_path, monkeypatch):
 @pytest.mark.parametrize("task", ["sentiment", "detox"])
 def test_recontrol_default_edit_is_the_bound_it_promises(model, task):
     """The default RE-Control editor's step and bound are fractions of the state's norm and the bound binds:
-    on real final states the control has norm max_norm * |s| (the paper's raw step moved the state by about
+    on real states at its hook the control has norm max_norm * |s| (the paper's raw step moved the state by about
     4% of its norm, which changed nothing)."""
     from steerlens import harness
     from steerlens.generation import encode
-    from steerlens.methods.recontrol import STATE_HOOK
-
     editor = harness.fit_editor(model, "recontrol", task, progress=False)
     s = editor.settings
     assert s["relative"] and s["alpha"] * s["n_steps"] >= s["max_norm"]
     tokens, mask = encode(model, ["The weather today is grey and the train was late again, so"])
-    _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=STATE_HOOK)
-    states = cache[STATE_HOOK][0, 1:].float()
+    hook = editor.state_hook  # the final state, or a block's output for the residual placement
+    _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=hook)
+    states = cache[hook][0, 1:].float()
     u, trace = editor._ascent(states)
     share = editor.state_of(u).norm(dim=-1) / editor.state_of(states).norm(dim=-1)
     torch.testing.assert_close(share, torch.full_like(share, s["max_norm"]), atol=1e-4, rtol=1e-4)

@@ -25,8 +25,11 @@ import steerlens
 from steerlens.editing import ModelSpec
 from steerlens.harness import DEFAULTS, SHIPPED_EDITORS, editor_entry, fit_editor
 from steerlens.methods.pace import SHIPPED_DIR, ConceptDictionary, default_dictionary
+from steerlens.methods.recontrol import FINAL_STATE_SENTIMENT
 
-SHIPPED_FITS = [("recontrol", "sentiment"), ("recontrol", "detox"), ("sea", "truthfulqa"), ("sea", "detox")]
+# (method, task, settings): the defaults, and sentiment's RE-Control at the paper's placement (notebook 04)
+SHIPPED_FITS = [("recontrol", "sentiment", None), ("recontrol", "sentiment", FINAL_STATE_SENTIMENT),
+                ("recontrol", "detox", None), ("sea", "truthfulqa", None), ("sea", "detox", None)]
 
 
 def ship_dictionary(model) -> None:
@@ -45,7 +48,9 @@ def ship_dictionary(model) -> None:
 
 def ship_editors(model) -> None:
     # fitted (or found: in the cache, or already shipped under the same name) before the old copies go
-    editors = {editor_entry(model, method, task)[0]: fit_editor(model, method, task) for method, task in SHIPPED_FITS}
+    editors = {editor_entry(model, method, task, settings=settings)[0]: fit_editor(model, method, task,
+                                                                                settings=settings)
+               for method, task, settings in SHIPPED_FITS}
     shutil.rmtree(SHIPPED_EDITORS, ignore_errors=True)
     for name, editor in editors.items():
         editor.model = ModelSpec.of(model)
