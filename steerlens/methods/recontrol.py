@@ -516,8 +516,8 @@ class ValueController(Editor):
         "token, before the blocks above and the KV cache (the paper edits the final state, where the push only "
         "biases that token's logits); its line shows V before and after and how far the state moved. Its default "
         "value function is linear (it steered best on this small model), so the push is one learned direction, "
-        "7.5% of the state's norm, the same at every token: a steering vector learned from rewards. The baselines show what one added vector (ActAdd), one "
-        "removed direction (OrthoProj) or a system prompt does.")}
+        "7.5% of the state's norm, the same at every token: a steering vector learned from rewards. The baselines "
+        "show what one added vector (ActAdd), one removed direction (OrthoProj) or a system prompt does.")}
 
     @classmethod
     def for_task(cls, model: Any, task: Any, settings: dict[str, Any]) -> ValueController:
