@@ -110,11 +110,14 @@ def settings_for(method: MethodLike, task: str, model: Any, overrides: dict[str,
     """The method's recipe settings for the task (its declared defaults and ``task_defaults``), updated by
     ``overrides``, every value checked against the method's declaration (``settings.SettingError``, one line,
     on an unknown name or a disallowed value). With ``model=None`` the layers are left unscaled (for checking
-    settings before the model loads)."""
+    settings before the model loads); so is a single ``layer``."""
     check_task(task)
     s = check_method(method).task_settings(task, overrides)
-    if "layers" in s and model is not None:
-        s["layers"] = scaled_layers(s["layers"], model.cfg.n_layers)
+    if model is not None:
+        if "layers" in s:
+            s["layers"] = scaled_layers(s["layers"], model.cfg.n_layers)
+        if s.get("layer") is not None:  # RE-Control's one residual layer, at the same relative depth
+            s["layer"] = scaled_layers([s["layer"]], model.cfg.n_layers)[0]
     return s
 
 
