@@ -37,7 +37,9 @@ def test_site_has_the_pages_the_notebook_figures_and_the_api(site):
     assert "data:image/png;base64" in (site / "notebooks/05_one_prompt_every_edit.html").read_text()
     assert "divergence_trace" in (site / "api/analysis.html").read_text()
     assert "0.62x" in (site / "results.html").read_text()  # the README's results, included, not copied
-    assert not (site / "notebooks/exercises").exists()  # the exercise variants are not pages
+    exercise = site / "notebooks/exercises/03_pace.html"  # the exercise variants are pages too, blanks and hints
+    assert exercise.is_file() and "# your code here" in exercise.read_text()
+    assert '"../../assets/mathjax/MathJax.js' in exercise.read_text()  # MathJax from their depth
 
 
 def _not_blank(png: Path) -> float:
@@ -89,6 +91,7 @@ def test_every_page_renders_its_maths_offline(site):
     assert (site / "assets" / "mathjax" / "MathJax.js").is_file()
     pages = sorted(str(p.relative_to(site)) for p in site.glob("*.html") if p.name not in ("404.html",))
     pages += sorted(str(p.relative_to(site)) for p in (site / "notebooks").glob("*.html"))
+    pages += sorted(str(p.relative_to(site)) for p in (site / "notebooks" / "exercises").glob("*.html"))
     flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync"]
     outside, raw, typeset, errors, missing = [], {}, {}, {}, []

@@ -57,3 +57,27 @@ def test_exercise_variant_blanks_the_code_and_folds_the_solution(mn):
     assert not any("# your code here" in c.source for c in solution.cells)
     folded = [c.source for c in exercise.cells if c.cell_type == "markdown" and c.source.startswith("<details>")]
     assert len(folded) == n_ex and all("def " in f for f in folded)
+
+
+def test_every_exercise_shows_a_rating_and_a_folded_hint_in_both_variants(mn):
+    for name, cells in mn.NOTEBOOKS.items():
+        n_ex = sum(kind == "exercise" for kind, *_ in cells)
+        for variant in ("solution", "exercise"):
+            nb = mn.build(cells, variant)
+            ratings = [c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("Difficulty ")]
+            assert len(ratings) == n_ex, (name, variant)
+            assert all("Importance " in r.source and "<summary>Hint</summary>" in r.source for r in ratings)
+    with pytest.raises(ValueError, match="rated"):
+        mn.build([("exercise", "x = 1", "x = ...")], "solution")
+    with pytest.raises(ValueError, match="1-3"):
+        mn.rated(4, 1, "a hint")
+    with pytest.raises(ValueError, match="1-3"):
+        mn.rated(1, 1, " ")
+
+
+def test_every_lesson_asks_a_prediction_with_its_answer_folded(mn):
+    for name, cells in mn.NOTEBOOKS.items():
+        text = [c.source for c in mn.build(cells, "solution").cells if c.cell_type == "markdown"]
+        asks = [t for t in text if "**Predict" in t]
+        assert asks, f"{name} has no prediction question"
+        assert all("<details><summary>Answer" in t for t in asks), f"{name}: a prediction's answer is not folded"

@@ -1,6 +1,8 @@
 """Write the step-through notebooks from their cell sources here (one source, so diffs stay readable).
 
-Each notebook is a list of cells: ``("md", text)``, ``("code", source)`` or ``("exercise", solution, blank)``.
+Each notebook is a list of cells: ``("md", text)``, ``("code", source)``, ``predict(question, answer)`` or
+``("exercise", solution, blank, rated(difficulty, importance, hint))``; the rating and the hint (folded) come above
+every exercise, in both variants.
 Two variants come from one source (ARENA's layout):
 
 - the **solution** variant, ``notebooks/NAME.ipynb``: exercises filled in with their solutions; committed
@@ -24,6 +26,28 @@ import nbformat as nbf
 ROOT = Path(__file__).resolve().parents[1] / "notebooks"
 EXERCISES = ROOT / "exercises"
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {}
+
+
+def rated(difficulty: int, importance: int, hint: str) -> dict:
+    """An exercise's rating (1-3 each, ARENA's scale shortened) and its hint, shown folded above the exercise in
+    both variants."""
+    if difficulty not in (1, 2, 3) or importance not in (1, 2, 3) or not hint.strip():
+        raise ValueError(f"a rating is 1-3 twice and a hint; got {difficulty}, {importance}, {hint!r}")
+    return {"difficulty": difficulty, "importance": importance, "hint": hint}
+
+
+def predict(question: str, answer: str) -> tuple[str, str]:
+    """A "predict, then run" question: the learner commits to an answer before the next cell runs; the answer is
+    folded, to open afterwards."""
+    return ("md", f"**Predict, then run.** {question}\n\n<details><summary>Answer (open after running the next "
+                  f"cell)</summary>\n\n{answer}\n</details>")
+
+
+def rating_cell(rating: dict) -> str:
+    dots = {n: "\u25cf" * n + "\u25cb" * (3 - n) for n in (1, 2, 3)}
+    return (f"Difficulty {dots[rating['difficulty']]} ({rating['difficulty']}/3) \u00b7 Importance "
+            f"{dots[rating['importance']]} ({rating['importance']}/3)\n\n<details><summary>Hint</summary>\n\n"
+            f"{rating['hint']}\n</details>")
 
 
 def notebook(name):
@@ -57,6 +81,9 @@ TD_TARGETS_EXERCISE = (
     "    # your code here\n"
     "    ...\n\n"
     "print(check_td_targets(my_td_targets))",
+    rated(3, 3, "Shift `values` one step left to get each step's next value, and shift `mask` the same way to know "
+                "where a next real step exists. The last real step of each episode is `mask.sum(1) - 1`: put the "
+                "reward there. `.detach()` the values, and multiply by `mask` so padding gets 0."),
 )
 
 
@@ -87,6 +114,13 @@ def hooks_tour():
                "$x_{\\ell+1} = x_\\ell + \\mathrm{attn}_\\ell(x_\\ell) + \\mathrm{mlp}_\\ell(\\cdot)$. "
                "`blocks.L.hook_resid_post` is $x_{\\ell+1}$, one $d$-vector per token. `run_with_cache` stores "
                "every hook point; we plot $\\log_{10} \\lVert x \\rVert$ per layer and token."),
+        predict(
+                "The text's first token is an ordinary word. At the middle layers, will its residual norm"
+                " be about the same as the other tokens', a few times theirs, or more than 30 times "
+                "theirs?",
+                "More than 30 times. From layer 11 to layer 27 the first token's norm is 35-158 times the"
+                " median of the others (before layer 11, at most 8 times). That position is the attention"
+                " sink: every later token attends to it, whatever the word."),
         ("code", "text = 'The weather in London today is grey and wet.'\n"
                  "tokens, mask = steerlens.encode(model, [text])\n"
                  "_, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith('hook_resid_post'))\n"
@@ -165,7 +199,9 @@ def hooks_tour():
          "print(check_resid_norms(my_norms, model, text, layer=20))",
          "# your code here: my_norms = the norm of blocks.20.hook_resid_post at each token of `text`\n"
          "my_norms = ...\n"
-         "print(check_resid_norms(my_norms, model, text, layer=20))"),
+         "print(check_resid_norms(my_norms, model, text, layer=20))",
+         rated(1, 2, "`run_with_cache` returns `(logits, cache)`; `cache[name]` has shape [batch, "
+                     "pos, d]. Take batch 0 and the norm over the last dimension.")),
         ("md", "**2.** Write `make_hook(v, threshold)`: it returns a hook that adds `v` at every position whose "
                "norm is at most `threshold` and leaves the other positions (sinks) exactly as they were."),
         ("exercise",
@@ -179,7 +215,10 @@ def hooks_tour():
          "        # your code here\n"
          "        ...\n"
          "    return hook\n\n"
-         "print(check_sink_safe_hook(make_hook))"),
+         "print(check_sink_safe_hook(make_hook))",
+         rated(2, 3, "A per-token condition `act.norm(dim=-1, keepdim=True) <= threshold` has shape "
+                     "[batch, pos, 1] and broadcasts over d in `torch.where`. Return the new tensor, "
+                     "or edit `act` in place and return `None` (both are TransformerLens idioms).")),
     ]
 
 
@@ -220,6 +259,13 @@ def steering_vectors():
                "activation. `ActAdd.fit` and `OrthoProj.fit` compute exactly these (`baselines.mean_difference`, "
                "`baselines.project_out`). Ablation removes the direction with either sign; addition pushes one "
                "way."),
+        predict(
+                "The steering vector is fitted separately at every layer. Will the layer-15 vector and "
+                "the layer-25 vector point the same way (cosine near 1), be unrelated (near 0), or "
+                "something between?",
+                "Between: cosine 0.60 between layers 15 and 25, against 0.96 between neighbours 15 and 16"
+                " and 0.39 between layers 5 and 25. The direction turns with depth, so fit the vector at "
+                "the layer where you add it."),
         ("code", "layers = list(range(30))\n"
                  "actadd = ActAdd.fit(model, pos, neg, layers=layers, alpha=0.15, progress=False)\n"
                  "unit = torch.stack([actadd.tensors[f'vector.{l}'] / actadd.tensors[f'vector.{l}'].norm()\n"
@@ -282,7 +328,9 @@ def steering_vectors():
          "def my_mean_difference(pos, neg):\n"
          "    # your code here\n"
          "    ...\n\n"
-         "print(check_mean_difference(my_mean_difference))"),
+         "print(check_mean_difference(my_mean_difference))",
+         rated(1, 3, "Average each set over its rows (dim 0), then subtract: positive minus negative."
+                     " The two sets may have different sizes.")),
         ("md", "**2.** Write directional ablation: remove from `h` [..., d] its component along `u` [d] (`u` is not "
                "normalised)."),
         ("exercise",
@@ -293,7 +341,10 @@ def steering_vectors():
          "def ablate(h, u):\n"
          "    # your code here\n"
          "    ...\n\n"
-         "print(check_project_out(ablate))"),
+         "print(check_project_out(ablate))",
+         rated(1, 3, "Normalise `u` first. The component of `h` along a unit `u` is `(h @ u)[..., "
+                     "None] * u`; the `[..., None]` keeps it working for any number of leading "
+                     "dimensions.")),
     ]
 
 
@@ -442,7 +493,10 @@ def sea():
                "between the steered and unsteered next-token distributions over the unsteered model's own "
                "reply, and the steered reply itself.\n\n"
                "**Predict first.** The centred edit keeps each state's norm, like the paper's. Will it move the "
-               "next-token distributions more or less than the paper's edit, and by how much?"),
+               "next-token distributions more or less than the paper's edit, and by how much?"
+               "\n\n<details><summary>Answer (open after running the next cell)</summary>\n\n"
+               "More, about ten times as much: about 7 nats per token against the paper's 0.7, "
+               "and the centred reply is no longer language. Keeping the norm does not keep the text.\n</details>"),
         ("code", "from steerlens.analysis import kl_divergence\n\n"
                  "question = test[0]['question']\n"
                  "plain = steerlens.generate(model, question, max_new_tokens=30)[0]\n"
@@ -484,7 +538,10 @@ def sea():
          "def my_rank(s, K):\n"
          "    # your code here\n"
          "    ...\n\n"
-         "print(check_energy_rank(my_rank))"),
+         "print(check_energy_rank(my_rank))",
+         rated(2, 2, "The cumulative share of energy is `(s ** 2).cumsum(0) / (s ** 2).sum()`. Count "
+                     "the entries still below `K` and add one. A share equal to `K` must count as "
+                     "reaching it: allow for rounding.")),
         ("md", "**2.** Write SEA's edit (Eq. 4) for token vectors `z` [n, d], given orthonormal bases `u_pos` "
                "[d, k+] (kept) and `u_neg` [d, k-] (removed). The check also tries `u_pos = u_neg`: your edit must "
                "then give `z` back."),
@@ -496,7 +553,10 @@ def sea():
          "def my_sea(z, u_pos, u_neg):\n"
          "    # your code here\n"
          "    ...\n\n"
-         "print(check_sea_projection(my_sea))"),
+         "print(check_sea_projection(my_sea))",
+         rated(2, 3, "Three terms: the projection onto the kept basis, `z @ u_pos @ u_pos.T`; plus "
+                     "`z` minus its projection onto the removed basis. Then rescale each row (norm "
+                     "over the last dimension) to the norm of the same row of `z`.")),
     ]
 
 
@@ -660,6 +720,15 @@ def pace():
                "a share of $\\lVert z \\rVert$, per layer, averaged over the text's tokens (sinks left out). The "
                "shares do not add up to 1, because the atoms are not orthogonal. Here it is for the two hostile "
                "texts above, with the detox default."),
+        predict(
+                "PaCE removes the undesirable concepts' part of each activation. Of an activation's norm,"
+                " which part do you expect to be the largest: the mean atom every stimulus shares, the "
+                "benign concepts, the undesirable concepts, or the residual the dictionary cannot "
+                "explain?",
+                "The mean atom, at every layer, more than all the benign concepts together; the residual "
+                "comes next, and is larger at layers 12-21 than at 6 and 9. The undesirable part, the "
+                "only one PaCE removes, is large on insult words and near zero elsewhere. That is why "
+                "PaCE's edit is small."),
         ("code", "import torch\n\n"
                  "profiles = [removal_profile(model, everywhere, c, a)\n"
                  "            for c, a in zip(contexts_of(model, rows), answers['unsteered'])]\n"
@@ -701,7 +770,9 @@ def pace():
          "def remove(z, D, c, undesirable):\n"
          "    # your code here\n"
          "    ...\n\n"
-         "print(check_pace_removal(remove))"),
+         "print(check_pace_removal(remove))",
+         rated(1, 3, "Multiply the coefficients by the mask to keep only the undesirable ones, "
+                     "rebuild their part with `@ D.T` (shape [n, d]), and subtract it from `z`.")),
         ("md", "**2.** Write one proximal-gradient (ISTA) step on the elastic net of section 3, for a batch of signals "
                "(rows of `y` [b, d]) and coefficients `c` [b, k]: a gradient step on the smooth part "
                "$\\tfrac12\\lVert y - Dc\\rVert^2 + \\alpha\\tfrac{1-\\tau}{2}\\lVert c\\rVert^2$, then "
@@ -716,7 +787,10 @@ def pace():
          "def ista_step(D, y, c, alpha, l1_ratio, step):\n"
          "    # your code here\n"
          "    ...\n\n"
-         "print(check_ista_step(ista_step))"),
+         "print(check_ista_step(ista_step))",
+         rated(3, 2, "The smooth part's gradient is `(c @ D.T - y) @ D + alpha * (1 - l1_ratio) * c`."
+                     " Step against it, then soft-threshold: `sign(x) * max(|x| - t, 0)` with `t = "
+                     "step * alpha * l1_ratio`.")),
     ]
 
 
@@ -888,6 +962,13 @@ def recontrol():
                "through the cache. The default places the same kind of control after block 15 "
                "(`placement=\"resid\"`, `layer=15`, $V$ fitted on states recorded there): 15 blocks and every "
                "later token's attention read it, as they read ActAdd's edit."),
+        predict(
+                "Apply the control during the prompt's pass only, then take one more decoding step with "
+                "no hook at all. Will that step's next-token distribution differ from the unsteered "
+                "model's, for the final-state control? For the control after block 15?",
+                "Final state: no, KL 0 to the last digit. The edit never reaches the cache, so it is a "
+                "bias on that one token's logits. After block 15: yes, a little (KL 2.3e-4 nats from one "
+                "edited position), through the edited state's keys and values in the cache."),
         ("code", "from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache\n\n"
                  "from steerlens.analysis import kl_divergence\n"
                  "from steerlens.generation import encode, next_token_logits\n\n"
@@ -945,7 +1026,9 @@ def recontrol():
          "def first_step(vf, s, alpha):\n"
          "    # your code here\n"
          "    ...\n\n"
-         "print(check_ascent_step(first_step))"),
+         "print(check_ascent_step(first_step))",
+         rated(2, 3, "Make a detached copy of `s` that requires grad, sum `vf` over the batch (each "
+                     "state's gradient only depends on its own value) and call `torch.autograd.grad`.")),
     ]
 
 
@@ -973,6 +1056,13 @@ def compare():
                "ActAdd, OrthoProj, SEA, PaCE and RE-Control. SEA, RE-Control and PaCE's dictionary ship with the "
                "package, so nothing is trained here. The metric is the mean offensive probability of the replies "
                "(`alt-profanity-check`, lower is better)."),
+        predict(
+                "Every method at its default, on ten detox prompts. Which one will cost the most "
+                "perplexity? And will the prompting baseline (a system prompt asking for polite replies) "
+                "lower offensiveness?",
+                "ActAdd costs the most: its default more than doubles perplexity (2.23x). The prompting "
+                "baseline makes the replies *more* offensive (+0.10) at 1.71x. Ten prompts are too few to"
+                " rank the methods by offensiveness: the intervals are wide."),
         ("code", "rows = read_jsonl(data_dir() / 'detox' / 'eval.jsonl')[::4][:12]\n"
                  "methods = ['prompt', 'actadd', 'orthoproj', 'sea', 'pace', 'recontrol']\n"
                  "result = run_methods(model, methods, 'detox', rows, max_new_tokens=24, progress=False)\n"
@@ -1046,6 +1136,13 @@ def one_prompt_every_edit():
                "the maps, the effect at each position:\n\n"
                "$$\\mathrm{KL}_t = \\sum_v p'_t(v) \\log \\frac{p'_t(v)}{p_t(v)},$$\n\n"
                "with $p$ and $p'$ the unsteered and steered next-token distributions."),
+        predict(
+                "ActAdd edits one layer by about a quarter of the activation's norm; OrthoProj projects a"
+                " direction out of 20 layers. Which moves the next-token distribution more, and by how "
+                "much?",
+                "OrthoProj, but barely: a next-token KL of 1.4 nats against ActAdd's 1.2, though "
+                "OrthoProj's edit summed over layers is 1.3 times the norm. ActAdd's edit at layer 15 "
+                "runs through the 14 blocks above it. Edit size and effect do not rank the same way."),
         ("code", "text = 'Honestly, the referee is a complete and utter idiot who'\n"
                  "cmp = compare_edits(model, editors, text)\n"
                  "plotting.edit_comparison_plot(cmp); plt.show()\n"
@@ -1144,7 +1241,10 @@ def one_prompt_every_edit():
          "tokens, mask = steerlens.encode(model, [text])\n"
          "# your code here: set `mine` to KL(steered || unsteered) at the last token, for ActAdd\n"
          "mine = ...\n"
-         "print(check_kl(mine, model, editors['actadd'], text))"),
+         "print(check_kl(mine, model, editors['actadd'], text))",
+         rated(2, 3, "Take `log_softmax` of both last-position logit vectors. With `q` the steered "
+                     "log-probabilities and `p` the unsteered ones, KL(steered || unsteered) is the "
+                     "sum of `exp(q) * (q - p)`.")),
     ]
 
 
@@ -1241,6 +1341,12 @@ def geometry_and_controls():
                "`steerlens sweep --control`) scores both against the unsteered model on the same prompts, with "
                "paired bootstrap intervals. Here: ActAdd for sentiment at two strengths on 16 prompts of the "
                "shipped sentiment evaluation set (VADER compound, higher is more positive)."),
+        predict(
+                "Replace ActAdd's direction by a random one, with the same norm at every layer and token."
+                " Will VADER rise as much as under ActAdd, rise less, stay, or fall?",
+                "It does not rise: the random direction gives -0.26 [-0.50, +0.01] at 1.05x perplexity, "
+                "where ActAdd gives +0.47 [+0.25, +0.81] at 1.15x. The effect belongs to the direction, "
+                "not to the size of the push."),
         ("code", "rows = read_jsonl(data_dir() / 'sentiment' / 'eval.jsonl')[::2][:16]\n"
                  "result = run_sweep(model, 'actadd', 'sentiment', rows, 'alpha', [0.15, 0.3], max_new_tokens=32,\n"
                  "                   progress=False, control=True)\n"
@@ -1267,7 +1373,10 @@ def geometry_and_controls():
          "def angle(a, b):\n"
          "    # your code here\n"
          "    ...\n\n"
-         "print(check_principal_angle(angle))"),
+         "print(check_principal_angle(angle))",
+         rated(1, 2, "A line has no sign, so use the absolute value of the cosine. Clamp it to at "
+                     "most 1 before `arccos` (rounding can push it just over), then convert to "
+                     "degrees.")),
         ("md", "**2.** Write the equal-size control of section 2 for one hook: given the method's edits `delta` "
                "[tokens, d] and a unit vector `r` [d], return the control's edits."),
         ("exercise",
@@ -1277,7 +1386,9 @@ def geometry_and_controls():
          "def control(delta, r):\n"
          "    # your code here\n"
          "    ...\n\n"
-         "print(check_equal_norm_control(control))"),
+         "print(check_equal_norm_control(control))",
+         rated(1, 3, "Each token's control has the length of that token's edit and the fixed "
+                     "direction `r`: a per-token norm (`keepdim=True`) times `r`.")),
     ]
 
 
@@ -1443,7 +1554,11 @@ def pitfalls():
                "sink: ActAdd's fixed vector (`alpha * vector`, exactly what ActAdd's own hook adds), and an edit "
                "sized relative to each state, 10% of its norm along the same direction (as RE-Control's "
                "`relative=True` control and any \"x% of the norm\" edit are).\n\n"
-               "**Predict first.** Which of the two will care whether the sink is edited?"),
+               "**Predict first.** Which of the two will care whether the sink is edited?"
+               "\n\n<details><summary>Answer (open after running the next cell)</summary>\n\n"
+               "The edit sized relative to each state. 10% of the sink's norm (about 25,000) is "
+               "more than any other state's whole norm: the mean KL grows from 0.06 to 0.99 nats. The fixed vector "
+               "moves the sink by 0.2% of its norm: 0.50 against 0.49 nats.\n</details>"),
         ("code", "pos, neg = contrast_pairs('sentiment')\n"
                  "act = ActAdd.fit(model, pos, neg, layers=[15], alpha=0.3, progress=False)\n"
                  "vec = act.settings['alpha'] * act.tensors['vector.15']  # what ActAdd's own hook adds\n"
@@ -1497,7 +1612,10 @@ def pitfalls():
          "def rescale(z, edited):\n"
          "    # your code here\n"
          "    ...\n\n"
-         "print(check_per_token_rescale(rescale))"),
+         "print(check_per_token_rescale(rescale))",
+         rated(1, 2, "Take the norm over the last dimension (the model's width) with `keepdim=True`, so "
+                     "each token gets its own factor. A norm over the positions, one factor per "
+                     "coordinate, is the reference code's bug of section 1.")),
         ("md", "**2.** Write the TD(0) targets of section 3 the right way: `values` [batch, T], `mask` [batch, T] "
                "(True on real steps, episodes of different lengths), `rewards` [batch]; the reward at each "
                "episode's last real step, 0 on padding, and no gradient through the targets."),
@@ -1515,7 +1633,11 @@ def build(cells: list[tuple[str, ...]], variant: str) -> nbf.NotebookNode:
     for kind, *body in cells:
         if kind != "exercise":
             out.append(_cell(kind, body[0]))
-        elif variant == "solution":
+            continue
+        if len(body) != 3:
+            raise ValueError(f"an exercise needs its solution, its blank and rated(...): {body[0][:60]!r}")
+        out.append(_cell("md", rating_cell(body[2])))
+        if variant == "solution":
             out.append(_cell("code", body[0]))
         else:
             out.append(_cell("code", body[1]))
@@ -1557,6 +1679,7 @@ def write(path: Path, nb: nbf.NotebookNode) -> None:
         if [c.source for c in code] == [c.source for c in new_code]:
             for c, o in zip(new_code, code, strict=True):
                 c.outputs, c.execution_count = o.get("outputs", []), o.get("execution_count")
+            nb.metadata = old.metadata  # the kernel's language_info from its run: no churn in untouched files
     path.parent.mkdir(parents=True, exist_ok=True)
     nbf.write(nb, path)
 

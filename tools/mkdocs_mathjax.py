@@ -28,6 +28,15 @@ def on_post_build(config: Any, **kwargs: Any) -> None:
     (local / "steerlens.js").write_text(LOCAL_CONFIG, encoding="utf-8")
 
 
+def on_post_page(output: str, page: Any, config: Any, **kwargs: Any) -> str:
+    """mkdocs-jupyter's ``custom_mathjax_url`` is one relative URL (``../assets/...``, right for the pages one
+    folder down, ``notebooks/``); the exercise variants sit a folder deeper, so their pages get their own depth."""
+    depth = page.file.dest_uri.count("/")
+    if depth == 1 or "../assets/mathjax/MathJax.js" not in output:
+        return output
+    return output.replace('"../assets/mathjax/MathJax.js', '"' + "../" * depth + "assets/mathjax/MathJax.js")
+
+
 LOCAL_CONFIG = """MathJax.Hub.Config({
   "HTML-CSS": {availableFonts: ["STIX-Web"], preferredFont: "STIX-Web", webFont: "STIX-Web", imageFont: null},
   messageStyle: "none"
