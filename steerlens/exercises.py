@@ -239,3 +239,108 @@ def check_pace_removal(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, t
     _close(fn(z, D, c, mask), want, "edited", "z - D_U c_U: zero the benign coefficients (c * undesirable), map "
            "them back through the atoms (@ D.T) and subtract; do not replace z by its reconstruction D c.")
     return "correct: only the undesirable part goes; the residual z - D c stays"
+
+
+# -- the capstone (notebook 09): inference-time intervention, and whether a method beats its control -----------
+
+def head_states(model: Any, texts: list[str]) -> torch.Tensor:
+    """Every attention head's output before ``W_O`` (``blocks.L.attn.hook_z``) at the last real token of each
+    text: ``[n_texts, n_layers, n_heads, d_head]``."""
+    from .activations import collect_activations
+
+    names = [f"blocks.{layer}.attn.hook_z" for layer in range(int(model.cfg.n_layers))]
+    acts = collect_activations(model, texts, hook_names=names, progress=False)
+    return torch.stack([acts[n].float() for n in names], 1)
+
+
+def iti_reference(model: Any, positive: list[str], negative: list[str], k: int, seed: int = 0
+                  ) -> tuple[list[tuple[int, int]], dict[int, torch.Tensor]]:
+    """The capstone's recipe, for the check: the ``k`` heads (layer, head) whose mass-mean probe separates the
+    held-out half of the pairs best, and per layer the shift ``sum_h sigma_h theta_h W_O[layer, h]`` (before
+    ``alpha``) that moving those heads' outputs by one standard deviation along their probes adds to
+    ``blocks.L.hook_attn_out``."""
+    zp, zn = head_states(model, positive), head_states(model, negative)
+    perm = torch.randperm(len(positive), generator=torch.Generator().manual_seed(seed))
+    fit, held = perm[: len(positive) // 2], perm[len(positive) // 2:]
+
+    def unit(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        theta = a.mean(0) - b.mean(0)
+        return theta / theta.norm(dim=-1, keepdim=True)
+
+    u = unit(zp[fit], zn[fit])
+    a, b = (zp[held] * u).sum(-1), (zn[held] * u).sum(-1)  # [m, layers, heads]
+    pooled = torch.cat([a - a.mean(0), b - b.mean(0)]).std(0)
+    separation = (a.mean(0) - b.mean(0)) / pooled
+    n_heads = int(model.cfg.n_heads)
+    top = [divmod(int(i), n_heads) for i in separation.flatten().topk(k).indices]
+    u = unit(zp, zn)
+    sigma = (torch.cat([zp, zn]) * u).sum(-1).std(0)
+    out: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for layer, head in top:
+            v = sigma[layer, head] * u[layer, head] @ model.W_O[layer, head].float()
+            out[layer] = out.get(layer, torch.zeros_like(v)) + v
+    return top, out
+
+
+def check_iti(cls: Any, model: Any) -> str:
+    """``cls``: the learner's ``Editor`` subclass with ``cls.fit(model, positive, negative, k, alpha)``. Its
+    layers and shift vectors must match ``iti_reference`` on the sentiment pairs, its hooks must sit at
+    ``blocks.L.hook_attn_out`` and add ``alpha`` times the vector, and ``check_hook`` must find them cache- and
+    batch-safe."""
+    from .analysis import check_hook
+    from .data import contrast_pairs
+    from .editing import Editor
+
+    if not (isinstance(cls, type) and issubclass(cls, Editor)):
+        raise AssertionError("Pass the class itself (a steerlens.editing.Editor subclass), not an instance")
+    pos, neg = contrast_pairs("sentiment")
+    k, alpha = 6, 2.0
+    mine = cls.fit(model, pos, neg, k=k, alpha=alpha)
+    top, want = iti_reference(model, pos, neg, k)
+    if sorted(mine.layers) != sorted(want):
+        raise AssertionError(f"layers {sorted(mine.layers)}, expected {sorted(want)} (the layers of the heads "
+                             f"{top}). Rank heads by the held-out separation, the first half of the seeded "
+                             "permutation fitting the probes.")
+    for layer in want:
+        _close(mine.tensors[f"vector.{layer}"], want[layer], f"vector.{layer}",
+               "Fit the final directions and sigma on all pairs, and map each head's shift through W_O[layer, head].",
+               atol=1e-3, rtol=1e-3)
+    hooks = mine.fwd_hooks()
+    names = sorted(name for name, _ in hooks)
+    expected = sorted(f"blocks.{layer}.hook_attn_out" for layer in want)
+    if names != expected:
+        raise AssertionError(f"hooks at {names}, expected {expected}: define hook_name(self, layer)")
+    layer = sorted(want)[0]
+    act = torch.randn(2, 5, int(model.cfg.d_model), generator=torch.Generator().manual_seed(0))
+    out = dict(hooks)[f"blocks.{layer}.hook_attn_out"](act.clone(), None)
+    _close(out, act + alpha * want[layer], "hooked attn_out", "The hook adds alpha * vector at every position.",
+           atol=1e-3, rtol=1e-3)
+    result = check_hook(model, hooks, max_new_tokens=6)
+    if not result.ok:
+        raise AssertionError(f"check_hook: {result}")
+    return (f"correct: {k} heads {top} at layers {sorted(want)}; the hooks are cache- and batch-safe")
+
+
+def check_beats_control(fn: Callable[[dict[str, Any]], bool]) -> str:
+    """``fn(row)``: from one row of ``run_sweep(..., control=True)`` (``change``, ``change_low``,
+    ``change_high``, and the same under ``row["control"]``), whether the method credibly beats its equal-size
+    random control. Any rule passes that says no where the intervals do not allow a yes, and yes where they do."""
+    def row(m: tuple[float, float, float], c: tuple[float, float, float]) -> dict[str, Any]:
+        keys = ("change_low", "change", "change_high")
+        return {**dict(zip(keys, m, strict=True)), "control": dict(zip(keys, c, strict=True))}
+
+    cases = [
+        (row((0.20, 0.40, 0.60), (-0.10, 0.00, 0.10)), True, "a clear effect over a null control"),
+        (row((-0.05, 0.30, 0.60), (-0.10, 0.00, 0.10)), False, "the method's own interval crosses zero"),
+        (row((0.10, 0.30, 0.50), (0.05, 0.25, 0.45)), False, "the control moves the metric as much: the size of "
+         "the push, not its direction"),
+        (row((0.10, 0.20, 0.30), (-0.60, -0.40, -0.20)), True, "the control lowers the metric, the method raises "
+         "it"),
+        (row((-0.50, -0.30, -0.10), (-0.10, 0.00, 0.10)), False, "the method moves the metric the wrong way"),
+    ]
+    for case, want, why in cases:
+        got = fn(case)
+        if bool(got) is not want:
+            raise AssertionError(f"for {why} your rule says {got!r}, expected {want}: {case}")
+    return "correct: your rule says yes only where the method's interval clears zero and its control's interval"

@@ -182,3 +182,53 @@ def test_pace_removal():
     assert "correct" in ex.check_pace_removal(lambda z, D, c, u: z - (c * u) @ D.T)
     with pytest.raises(AssertionError, match="reconstruction"):
         ex.check_pace_removal(lambda z, D, c, u: (c * (1 - u)) @ D.T)  # keeps the benign part, drops the residual
+
+
+def _capstone_namespace():
+    """The capstone's section 2 helpers and its ITI solution, executed from the notebook source."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("mn", Path(__file__).resolve().parents[1] / "tools" /
+                                                  "make_notebooks.py")
+    mn = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mn)
+    cells = mn.NOTEBOOKS["09_your_own_method.ipynb"]
+    helpers = next(body[0] for kind, *body in cells if kind == "code" and body[0].startswith("def directions"))
+    solution = mn.ITI_EXERCISE[1].split("\n\n\nprint(")[0]
+    return helpers.split("\n\n\nzp, zn")[0], solution
+
+
+def test_iti_check_passes_the_solution_and_fails_a_wrong_one(tiny_chat):
+    import torch
+
+    from steerlens.editing import Editor, ModelSpec, TensorSpec
+    from steerlens.exercises import check_iti, head_states
+    from steerlens.settings import Setting
+
+    helpers, solution = _capstone_namespace()
+    ns = {"torch": torch, "Editor": Editor, "ModelSpec": ModelSpec, "TensorSpec": TensorSpec, "Setting": Setting,
+          "head_states": head_states}
+    exec(helpers, ns)
+    exec(solution, ns)
+    assert "cache- and batch-safe" in check_iti(ns["ITI"], tiny_chat)
+    for wrong, fixed in [("topk(k)", "topk(k, largest=False)"),  # the worst heads
+                         ("unit = directions(zp, zn)  # refitted on all pairs", "unit = directions(zn, zp)"),
+                         ("'blocks.{layer}.hook_attn_out'", "'blocks.{layer}.hook_resid_post'")]:
+        bad = {**ns}
+        assert wrong in solution
+        exec(solution.replace(wrong, fixed), bad)
+        with pytest.raises(AssertionError):
+            check_iti(bad["ITI"], tiny_chat)
+    with pytest.raises(AssertionError, match="class itself"):
+        check_iti(ns["ITI"].fit, tiny_chat)
+
+
+def test_beats_control_check_fails_rules_that_ignore_the_intervals():
+    from steerlens.exercises import check_beats_control
+
+    assert "correct" in check_beats_control(lambda r: r["change_low"] > 0 and r["change_low"] >
+                                            r["control"]["change_high"])
+    for naive in (lambda r: r["change"] > r["control"]["change"], lambda r: r["change_low"] > 0, lambda r: True):
+        with pytest.raises(AssertionError):
+            check_beats_control(naive)

@@ -81,3 +81,18 @@ def test_every_lesson_asks_a_prediction_with_its_answer_folded(mn):
         asks = [t for t in text if "**Predict" in t]
         assert asks, f"{name} has no prediction question"
         assert all("<details><summary>Answer" in t for t in asks), f"{name}: a prediction's answer is not folded"
+
+
+def test_quoted_numbers_are_bound_to_the_run_and_the_check_catches_an_edit(mn):
+    for name in mn.NOTEBOOKS:
+        assert mn.unbound_claims(name, nbformat.read(ROOT / "notebooks" / name, as_version=4)) == []
+    nb = nbformat.read(ROOT / "notebooks" / "01_steering_vectors.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "markdown" and "What to see" in c.source and "+0.42" in c.source)
+    cell.source = cell.source.replace("+0.42", "+0.47", 1)  # a figure edited by hand, no longer the run's
+    assert any("+0.47" in p for p in mn.unbound_claims("01_steering_vectors.ipynb", nb))
+    nb = nbformat.read(ROOT / "notebooks" / "02_sea.ipynb", as_version=4)
+    mn.QUOTED_ELSEWHERE["02_sea.ipynb"].pop("+4.4")
+    try:
+        assert any("+4.4" in p for p in mn.unbound_claims("02_sea.ipynb", nb))  # a source must be named
+    finally:
+        mn.QUOTED_ELSEWHERE["02_sea.ipynb"]["+4.4"] = "restored"

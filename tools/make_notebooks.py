@@ -18,6 +18,7 @@ Run:
 """
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -1537,7 +1538,7 @@ def pitfalls():
                  "good, undetached, first = (curves[k] for k in curves)\n"
                  "assert good[0][-1] > 0.9 and abs(first[0][-1]) < 0.3 and undetached[1] < 0.8 * good[1]"),
         ("md", "**What to see.** With the reward at the first position, $V$ never learns to predict $r$ from the "
-               "states where it is used: the held-out correlation is about 0 (-0.03 to -0.27) at every step, "
+               "states where it is used: the held-out correlation stays near 0 (-0.03, -0.12 and -0.16 at steps 0, 6 and 11), "
                "because the reward enters only at $t = 0$, where the state says little about it, and the later "
                "targets chain back to the 0 after the last step. A controller climbing that $V$ pushes in a "
                "direction that has nothing to do with the reward. The undetached target gives the same "
@@ -1623,6 +1624,237 @@ def pitfalls():
     ]
 
 
+ITI_EXERCISE = (
+    "exercise",
+    "class ITI(Editor):\n"
+    "    \"\"\"Inference-time intervention (Li et al. 2023), mass-mean shift of the top-k heads' outputs.\"\"\"\n\n"
+    "    method = 'iti'\n"
+    "    settings_spec = (Setting('k', 'int', 16, 'heads shifted', low=1),\n"
+    "                     Setting('alpha', 'float', 1.0, 'shift in standard deviations along each probe', low=0,\n"
+    "                             extreme=30))\n"
+    "    tensor_spec = (TensorSpec('vector.{L}', ('d_model',)),)\n\n"
+    "    @classmethod\n"
+    "    def for_task(cls, model, task, settings):  # what steerlens eval and sweep call\n"
+    "        pos, neg = task.contrast_texts()\n"
+    "        return cls.fit(model, pos, neg, **settings)\n\n"
+    "    @classmethod\n"
+    "    def fit(cls, model, positive, negative, k=16, alpha=1.0, seed=0):\n"
+    "        zp, zn = head_states(model, positive), head_states(model, negative)\n"
+    "        perm = torch.randperm(len(positive), generator=torch.Generator().manual_seed(seed))\n"
+    "        fit, held = perm[:len(positive) // 2], perm[len(positive) // 2:]\n"
+    "        top = [divmod(int(i), model.cfg.n_heads) for i in separation(zp, zn, fit, held).flatten().topk(k).indices]\n"
+    "        unit = directions(zp, zn)  # refitted on all pairs\n"
+    "        sigma = (torch.cat([zp, zn]) * unit).sum(-1).std(0)  # [layers, heads]\n"
+    "        vectors = {}\n"
+    "        with torch.no_grad():\n"
+    "            for layer, head in top:\n"
+    "                v = sigma[layer, head] * unit[layer, head] @ model.W_O[layer, head]\n"
+    "                vectors[layer] = vectors.get(layer, 0) + v\n"
+    "        return cls(model=ModelSpec.of(model), layers=sorted(vectors), settings={'k': k, 'alpha': alpha},\n"
+    "                   tensors={f'vector.{layer}': v for layer, v in vectors.items()})\n\n"
+    "    def hook_name(self, layer):\n"
+    "        return f'blocks.{layer}.hook_attn_out'\n\n"
+    "    def hook_fn(self, layer):\n"
+    "        vector = self.tensors[f'vector.{layer}']\n"
+    "        return lambda act, hook: act + self.settings['alpha'] * vector\n\n\n"
+    "print(check_iti(ITI, model))",
+    "class ITI(Editor):\n"
+    "    \"\"\"Inference-time intervention (Li et al. 2023), mass-mean shift of the top-k heads' outputs.\"\"\"\n\n"
+    "    method = 'iti'\n"
+    "    settings_spec = (Setting('k', 'int', 16, 'heads shifted', low=1),\n"
+    "                     Setting('alpha', 'float', 1.0, 'shift in standard deviations along each probe', low=0,\n"
+    "                             extreme=30))\n"
+    "    tensor_spec = (TensorSpec('vector.{L}', ('d_model',)),)\n\n"
+    "    @classmethod\n"
+    "    def for_task(cls, model, task, settings):  # what steerlens eval and sweep call\n"
+    "        pos, neg = task.contrast_texts()\n"
+    "        return cls.fit(model, pos, neg, **settings)\n\n"
+    "    @classmethod\n"
+    "    def fit(cls, model, positive, negative, k=16, alpha=1.0, seed=0):\n"
+    "        # your code here: the head states, the seeded split, the top k heads by held-out separation, then\n"
+    "        # the directions and sigma refitted on all pairs, and each layer's shifts summed through W_O\n"
+    "        vectors = ...  # {layer: [d_model] tensor}\n"
+    "        return cls(model=ModelSpec.of(model), layers=sorted(vectors), settings={'k': k, 'alpha': alpha},\n"
+    "                   tensors={f'vector.{layer}': v for layer, v in vectors.items()})\n\n"
+    "    def hook_name(self, layer):\n"
+    "        ...  # your code here: where the edit goes\n\n"
+    "    def hook_fn(self, layer):\n"
+    "        ...  # your code here: fn(act, hook) that adds alpha times the layer's vector\n\n\n"
+    "print(check_iti(ITI, model))",
+    rated(3, 3, "Reuse `directions` and `separation` from section 2. `divmod(i, n_heads)` turns a flat index of "
+                "the [layers, heads] map into (layer, head). `model.W_O[layer, head]` is [d_head, d_model], so "
+                "a [d_head] shift times it is the [d_model] change of `hook_attn_out`. Work under "
+                "`torch.no_grad()`: the weights require grad."),
+)
+
+
+@notebook("09_your_own_method.ipynb")
+def your_own_method():
+    return [
+        ("md", "# 09. Capstone: your own method\n\n"
+               "The course has built ActAdd, SEA, PaCE and RE-Control and the tools that read them. Here you build "
+               "a method it has not: **inference-time intervention** (ITI, Li et al. 2023), which probes every "
+               "attention head for the behaviour, keeps the heads whose probes separate best, and shifts their "
+               "outputs along the probe directions. You write it as one `Editor` subclass in one cell, and then "
+               "every steerlens tool takes it unchanged: `run_sweep` against its equal-size random control and "
+               "ActAdd, `compare_edits`, `divergence_trace`, principal angles.\n\n"
+               "**Learning objectives**\n"
+               "- Read the attention heads' outputs (`hook_z`) and rank heads by a probe scored on held-out pairs.\n"
+               "- Map a shift in one head's output through $W_O$ into the residual stream, and write it as an "
+               "`Editor` whose hooks are cache- and batch-safe.\n"
+               "- Compare a new method fairly: the same edit budget as the baseline, a random control of the same "
+               "size, a rule fixed before the numbers are seen.\n\n"
+               "**Time**: TIME_09.\n\n"
+               "**References**: Li et al. 2023, *Inference-time intervention: eliciting truthful answers from a "
+               "language model* (Eq. 2: the shift; section 3.2: probing heads; the mass-mean shift); Marks and "
+               "Tegmark 2023, *The geometry of truth* (mass-mean probes)."),
+        SETUP,
+        ("code", "import matplotlib.pyplot as plt\nimport torch\nfrom IPython.display import HTML, display\n\n"
+                 "import steerlens\nfrom steerlens import plotting\n"
+                 "from steerlens.analysis import compare_edits, divergence_trace, subspace_overlaps\n"
+                 "from steerlens.data import contrast_pairs, data_dir, read_jsonl\n"
+                 "from steerlens.editing import Editor, ModelSpec, TensorSpec\n"
+                 "from steerlens.exercises import check_beats_control, check_iti, head_states\n"
+                 "from steerlens.harness import fit_editor\n"
+                 "from steerlens.settings import Setting\n"
+                 "from steerlens.sweep import format_table, run_sweep\n\n"
+                 "model = steerlens.load_model()\n"
+                 "pos, neg = contrast_pairs('sentiment')\n"
+                 "print(len(pos), 'contrast pairs;', model.cfg.n_layers, 'layers x', model.cfg.n_heads, 'heads of',\n"
+                 "      model.cfg.d_head, 'dimensions')"),
+        ("md", "## 1. The method\n"
+               "Head $h$ of layer $\\ell$ writes $z_{\\ell,h} \\in \\mathbb{R}^{d_\\text{head}}$ (hook "
+               "`blocks.ℓ.attn.hook_z`), and the block adds $\\sum_h z_{\\ell,h} W_O^{(\\ell,h)}$ to the residual "
+               "stream (hook `blocks.ℓ.hook_attn_out`). ITI, in its mass-mean form:\n\n"
+               "1. **Probe every head.** On half of the contrast pairs, the direction "
+               "$\\theta_{\\ell,h} = \\bar z^{+}_{\\ell,h} - \\bar z^{-}_{\\ell,h}$ (last token). On the other half, "
+               "project onto $\\hat\\theta = \\theta / \\lVert\\theta\\rVert$, $a = z \\cdot \\hat\\theta$, and score "
+               "the separation $d_{\\ell,h} = (\\bar a^{+} - \\bar a^{-}) / s$, with $s$ the pooled standard "
+               "deviation of $a$ within each side.\n"
+               "2. **Keep the top $k$ heads** by $d$.\n"
+               "3. **Shift them** at every position by $\\alpha$ standard deviations along their directions (Eq. 2 "
+               "of the paper), $\\hat\\theta$ and $\\sigma$ (the standard deviation of $a$ over all texts) refitted "
+               "on all pairs. Through $W_O$ that is one vector per layer added to the attention output:\n\n"
+               "$$\\delta_\\ell = \\alpha \\sum_{h \\in \\text{top}_k \\text{ at layer } \\ell} \\sigma_{\\ell,h}\\, "
+               "\\hat\\theta_{\\ell,h} W_O^{(\\ell,h)}.$$\n\n"
+               "The paper probes with logistic regression and finds the mass-mean shift steers best; here the "
+               "probes are mass means too. A fixed vector per layer: like ActAdd, but chosen head by head, spread "
+               "over the layers where the heads are, and written into the attention output, not the residual "
+               "stream after the block."),
+        ("md", "## 2. Which heads know sentiment?\n"
+               "The probes of section 1, step 1, for all 270 heads at once: the states of the last token of every "
+               "contrast text, a seeded split of the pairs, the separation on the held-out half."),
+        ("code", "def directions(a, b):\n"
+                 "    \"\"\"Unit mass-mean directions [layers, heads, d_head] from states [n, layers, heads, d_head].\"\"\"\n"
+                 "    theta = a.mean(0) - b.mean(0)\n"
+                 "    return theta / theta.norm(dim=-1, keepdim=True)\n\n\n"
+                 "def separation(zp, zn, fit, held):\n"
+                 "    \"\"\"Held-out separation d [layers, heads] of the probes fitted on the pairs `fit`.\"\"\"\n"
+                 "    unit = directions(zp[fit], zn[fit])\n"
+                 "    a, b = (zp[held] * unit).sum(-1), (zn[held] * unit).sum(-1)\n"
+                 "    return (a.mean(0) - b.mean(0)) / torch.cat([a - a.mean(0), b - b.mean(0)]).std(0)\n\n\n"
+                 "zp, zn = head_states(model, pos), head_states(model, neg)  # [pairs, layers, heads, d_head]\n"
+                 "perm = torch.randperm(len(pos), generator=torch.Generator().manual_seed(0))\n"
+                 "fit, held = perm[:len(pos) // 2], perm[len(pos) // 2:]\n"
+                 "d = separation(zp, zn, fit, held)\n"
+                 "unit = directions(zp[fit], zn[fit])\n"
+                 "a, b = (zp[held] * unit).sum(-1), (zn[held] * unit).sum(-1)\n"
+                 "mid = (a.mean(0) + b.mean(0)) / 2\n"
+                 "accuracy = ((a > mid).float().mean(0) + (b < mid).float().mean(0)) / 2\n\n"
+                 "fig, ax = plt.subplots(figsize=(10, 3))\n"
+                 "im = ax.imshow(d.T, aspect='auto', cmap='viridis')\n"
+                 "ax.set_xlabel('layer'); ax.set_ylabel('head'); fig.colorbar(im, label='held-out separation d')\n"
+                 "plt.show()\n"
+                 "top = d.flatten().topk(16)\n"
+                 "print('top 16 heads (layer, head, d):',\n"
+                 "      [(int(i) // model.cfg.n_heads, int(i) % model.cfg.n_heads, round(float(v), 1))\n"
+                 "       for v, i in zip(top.values, top.indices)])\n"
+                 "print(f'heads at held-out accuracy 1.0: {int((accuracy == 1).sum())} of {accuracy.numel()}; '\n"
+                 "      f'median separation {d.median():.2f}')"),
+        ("md", "WHAT_TO_SEE_2"),
+        ("md", "## 3. Exercise: ITI as an editor\n"
+               "Write the class. `fit` follows section 1 (the split seeded as in section 2); the layers of the "
+               "editor are the layers of the kept heads, with one tensor `vector.{layer}` each ($\\delta_\\ell$ "
+               "without $\\alpha$); `hook_name` says where the hook goes; `hook_fn` adds `alpha` times the vector. "
+               "`check_iti` fits your class with $k = 6$, compares it with a reference, and runs `check_hook`: "
+               "greedy generation with and without the KV cache, each prompt alone and batched."),
+        ITI_EXERCISE,
+        ("md", "## 4. Score it: the same budget as ActAdd, and a random control\n"
+               "A fair comparison fixes the rule before the numbers: ITI gets the same edit budget as ActAdd's "
+               "sentiment default (the norm of everything it adds, summed over its layers, equals ActAdd's one "
+               "vector at layer 15), $k = 16$ heads, and neither is tuned on the prompts below (16 prompts of the "
+               "shipped sentiment evaluation set, the ones notebook 06 did not use). ITI runs at strength 1 and 2, "
+               "ActAdd at its default, each beside its equal-size random-direction control (`control=True`)."),
+        predict("At the same budget, will ITI beat its random control? Will it raise VADER as much as ActAdd?",
+                "ANSWER_4"),
+        ("code", "actadd = fit_editor(model, 'actadd', 'sentiment', progress=False)\n"
+                 "budget = actadd.settings['alpha'] * actadd.tensors['vector.15'].norm()\n"
+                 "per_alpha = sum(v.norm() for v in ITI.fit(model, pos, neg, k=16).tensors.values())\n"
+                 "iti = ITI.fit(model, pos, neg, k=16, alpha=float(budget / per_alpha))  # the same budget\n"
+                 "print(f'ActAdd adds {budget:.1f} at layer 15; ITI alpha = {iti.settings[\"alpha\"]:.2f} standard '\n"
+                 "      f'deviations spread over layers {iti.layers}')\n\n"
+                 "rows = read_jsonl(data_dir() / 'sentiment' / 'eval.jsonl')[1::2][:16]\n"
+                 "sweeps = {name: run_sweep(model, editor, 'sentiment', rows, 'strength', values, max_new_tokens=32,\n"
+                 "                          progress=False, control=True)\n"
+                 "          for name, editor, values in (('iti', iti, [1.0, 2.0]), ('actadd', actadd, [1.0]))}\n"
+                 "for name, result in sweeps.items():\n"
+                 "    print(name); print(format_table(result))\n"
+                 "plotting.sweep_frontier(sweeps['iti']); plt.show()"),
+        ("md", "WHAT_TO_SEE_4"),
+        ("md", "## 5. Read it with the lab\n"
+               "Where each edit sits and how much the next token moves (`compare_edits`), where the text parts from "
+               "the unsteered one (`divergence_trace`), and whether ITI found ActAdd's direction: the angle between "
+               "each layer's $\\delta_\\ell$ and ActAdd's direction fitted at the same layer (a random line sits "
+               "about 88 degrees from any line in 576 dimensions)."),
+        ("code", "from steerlens.methods import ActAdd\n\n"
+                 "text = 'My flight was cancelled and the airline lost my bag, so'\n"
+                 "cmp = compare_edits(model, {'iti': iti, 'actadd': actadd}, text)\n"
+                 "plotting.edit_comparison_plot(cmp); plt.show()\n"
+                 "for name, kl in zip(cmp.names, cmp.kl):\n"
+                 "    print(f'{name:<7} mean next-token KL {kl[1:].mean():.3f} nats')\n\n"
+                 "same = ActAdd.fit(model, pos, neg, layers=iti.layers, alpha=0.1, progress=False)\n"
+                 "g = torch.Generator().manual_seed(0)\n"
+                 "for layer in iti.layers:\n"
+                 "    names, angles = subspace_overlaps({'iti': iti.tensors[f'vector.{layer}'][:, None],\n"
+                 "                                       'actadd': same.tensors[f'vector.{layer}'][:, None],\n"
+                 "                                       'random': torch.randn(model.cfg.d_model, 1, generator=g)})\n"
+                 "    print(f'layer {layer}: ITI vs ActAdd {angles[0, 1]:.0f} degrees (vs a random line '\n"
+                 "          f'{angles[0, 2]:.0f})')\n\n"
+                 "tr = divergence_trace(model, iti, 'Tell me about your weekend.', max_new_tokens=24)\n"
+                 "print('first divergence at new token', tr.first)\n"
+                 "display(HTML(tr._repr_html_()))"),
+        ("md", "WHAT_TO_SEE_5"),
+        ("md", "## 6. Exercise: does it beat its control?\n"
+               "Design the rule yourself: `beats_control(row)` reads one row of a sweep with `control=True` "
+               "(`change`, `change_low`, `change_high`: the metric's change and its paired 95% interval; the same "
+               "under `row['control']`) and says whether the method credibly beats its equal-size random control. "
+               "The check tries it on cases where the answer is clear either way; any rule that gets them right "
+               "passes. Then apply it to both methods."),
+        ("exercise",
+         "def beats_control(row):\n"
+         "    return row['change_low'] > 0 and row['change_low'] > row['control']['change_high']\n\n\n"
+         "print(check_beats_control(beats_control))\n"
+         "for name, result in sweeps.items():\n"
+         "    print(name, [(r['value'], beats_control(r)) for r in result['rows']])",
+         "def beats_control(row):\n"
+         "    # your code here\n"
+         "    ...\n\n\n"
+         "print(check_beats_control(beats_control))\n"
+         "for name, result in sweeps.items():\n"
+         "    print(name, [(r['value'], beats_control(r)) for r in result['rows']])",
+         rated(2, 3, "Ask two things of the intervals: is the method's change credibly above zero, and is it "
+                     "credibly above what the control does? Non-overlapping intervals are a conservative test.")),
+        ("md", "## Where next\n"
+               "- Run it from the command line, as any user would: save the class in `my_methods.py`, then "
+               "`steerlens sweep --method my_methods.py:ITI --task sentiment --prompts my.jsonl --sweep k=8,16,32 "
+               "--control`.\n"
+               "- The paper's own choices: logistic-regression probes, the top heads by probe accuracy, "
+               "$\\alpha = 15$ on a 7B model. Which of them matter at 135M parameters?\n"
+               "- Try it on `detox` (the pairs `contrast_pairs('toxicity')`), with the rule of section 6 fixed "
+               "before you look."),
+    ]
+
+
 def _cell(kind: str, source: str) -> nbf.NotebookNode:
     return nbf.v4.new_markdown_cell(source) if kind == "md" else nbf.v4.new_code_cell(source)
 
@@ -1699,6 +1931,68 @@ def execute(path: Path, timeout: int = 900) -> float:
     return seconds
 
 
+# Numbers that a "What to see" cell or a prediction's answer quotes from somewhere other than the notebook's own
+# printed outputs, each with its source. Every other decimal number in those cells must match a number the run
+# printed (or the code set), to the quoted precision: `check` fails when the prose and the run disagree.
+QUOTED_ELSEWHERE: dict[str, dict[str, str]] = {
+    "02_sea.ipynb": {
+        **dict.fromkeys(("0.95", "0.05"), "a setting (SEA's K, ActAdd's alpha), not a result"),
+        **dict.fromkeys(("99.7", "99.9"), "benchmarks/sea_redesign.py --diagnose, all 419 development questions"),
+        **dict.fromkeys(("+4.4", "+7.2", "+2.9", "+3.4", "+7.0", "+7.6", "+4.7", "+7.7", "+9.2", "+8.9", "-0.5"),
+                        "benchmarks/sea_redesign.py, nested cross-validation on the development split (README)"),
+        **dict.fromkeys(("6.2", "9.2", "5.3"), "benchmarks/sea_fluency.py, eight prompts"),
+    },
+    "03_pace.ipynb": {
+        **dict.fromkeys(("0.40", "0.30", "0.15"), "the run's per-token removal figure (plotted, not printed)"),
+        **dict.fromkeys(("0.119", "0.050", "0.124", "0.086"), "benchmarks/pace_detox.py on 600 prompts (README)"),
+        "1.5": "benchmarks/pace_speed.py (README, 'PaCE on a small model')",
+    },
+    "06_geometry_and_controls.ipynb": {
+        "0.99": "a setting (SEA's detox K)", "0.001": "notebook 05's printed KL",
+    },
+    "07_pitfalls.ipynb": {"3.3": "the ratio of two edits in an earlier version of the lesson (history)"},
+}
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+\.\d+(?!\w)")
+
+
+def _printed_numbers(nb: nbf.NotebookNode) -> list[float]:
+    out = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        texts = [cell.source]
+        for o in cell.get("outputs", []):
+            texts.append(o.get("text", "") or "".join(o.get("data", {}).get("text/plain", "")))
+        for t in texts:
+            out += [float(m) for m in re.findall(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", t)]
+    return out
+
+
+def unbound_claims(name: str, nb: nbf.NotebookNode) -> list[str]:
+    """The decimal numbers that ``name``'s "What to see" cells and prediction answers quote, which neither match a
+    number in its code or printed outputs (to the quoted precision, as a value or a percentage) nor are listed in
+    ``QUOTED_ELSEWHERE``; and listed numbers the prose no longer quotes."""
+    printed = _printed_numbers(nb)
+    elsewhere = QUOTED_ELSEWHERE.get(name, {})
+    problems, used = [], set()
+    for cell in nb.cells:
+        if cell.cell_type != "markdown" or not ("What to see" in cell.source or "**Predict" in cell.source):
+            continue
+        prose = re.sub(r"`[^`]*`|\$[^$]*\$", "", cell.source)  # code and maths are not claims about the run
+        for quoted in _NUMBER.findall(prose):
+            if quoted in elsewhere:
+                used.add(quoted)
+                continue
+            q = abs(float(quoted))
+            tol = 0.5 * 10 ** -len(quoted.split(".")[1]) * 1.001
+            if not any(abs(abs(v) - q) <= tol or abs(abs(v) * 100 - q) <= tol for v in printed):
+                problems.append(f"{name}: the prose quotes {quoted}, which the run never printed "
+                                f"(...{cell.source[max(0, cell.source.find(quoted) - 60):][:100]!r}...)")
+    problems += [f"{name}: QUOTED_ELSEWHERE lists {q}, which the prose no longer quotes" for q in elsewhere
+                 if q not in used]
+    return problems
+
+
 def check() -> list[str]:
     """The committed notebooks that differ from their source (cells' kinds and text; outputs ignored), and
     stray files with no source."""
@@ -1709,6 +2003,9 @@ def check() -> list[str]:
             problems.append(f"{path.relative_to(ROOT.parent)} is missing")
         elif sources(nbf.read(path, as_version=4)) != sources(nb):
             problems.append(f"{path.relative_to(ROOT.parent)} differs from its source in tools/make_notebooks.py")
+    for name in NOTEBOOKS:
+        if (ROOT / name).exists():
+            problems += unbound_claims(name, nbf.read(ROOT / name, as_version=4))
     for path in [*ROOT.glob("*.ipynb"), *EXERCISES.glob("*.ipynb")]:
         if path not in expected:
             problems.append(f"{path.relative_to(ROOT.parent)} has no source in tools/make_notebooks.py")

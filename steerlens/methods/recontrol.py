@@ -552,9 +552,10 @@ class ValueController(Editor):
             ro.states = [x * gain for x in ro.states]
         vf, curves = fit_value(ro, s["family"], s["target"], epochs=s["epochs"], progress=task.progress)
         if "held_out_corr" in curves:
+            corr = curves["held_out_corr"]
             print(f"recontrol: {s['family']} value function ({s['target']} targets) on held-out training prompts: "
-                  f"corr(V(s_t), reward) {curves['held_out_corr']:+.2f}"
-                  " (near 0: V cannot tell good from bad answers to new prompts)")
+                  f"corr(V(s_t), reward) {corr:+.2f}"
+                  + ("; near 0, so V cannot tell good from bad answers to new prompts" if abs(corr) < 0.1 else ""))
         return cls.from_value(model, vf, alpha=s["alpha"], n_steps=s["n_steps"], max_norm=s["max_norm"],
                               positions=positions, relative=s["relative"], placement=s["placement"],
                               layer=s["layer"])
