@@ -1011,6 +1011,42 @@ def recontrol():
                "There an MLP or an MLP on principal components predicted worse than the linear $V$ (held-out "
                "correlation 0.20-0.28 against 0.40) and steered worse (+0.11 at the same size): at this scale the "
                "nonlinearity does not earn its keep."),
+        ("md", "## 7. The frontier, scored once on prompts nothing was tuned on\n"
+               "One point says little: a method can buy more reward with more edit, and pay in fluency. The "
+               "frontier puts every size of each edit on one plot: the change in VADER against the perplexity "
+               "ratio and against the mean per-token KL to the unsteered model (the axis controlled decoding "
+               "uses). `benchmarks/recontrol_bench.py score` ran it once on the sentiment evaluation and locked "
+               "test prompts: the default over three rollout seeds, RE-Control after block 15 at 0.5-2x the "
+               "default's size, the same size in a random direction, the final-state control, and ActAdd at "
+               "layer 15 over alpha. Too slow for a notebook (about 40 generations of 40-66 prompts), so this "
+               "section reads the benchmark's saved results."),
+        ("code", "import json\nfrom pathlib import Path\n\nfrom IPython.display import Image, display\n\n"
+                 "docs = Path('..') / 'docs'  # the results a steerlens checkout carries\n"
+                 "score = docs / 'results' / 'recontrol-score-sentiment.json'\n"
+                 "if not score.is_file():\n"
+                 "    print('This section reads the benchmark results in a steerlens checkout:', score)\n"
+                 "else:\n"
+                 "    results = json.loads(score.read_text())\n"
+                 "    for split in ('eval.jsonl', 'test.jsonl'):\n"
+                 "        r = results[split]\n"
+                 "        print(f\"{split}: {r['n']} prompts, unsteered VADER {r['unsteered']['vader_compound']:.2f}\")\n"
+                 "        print('  the default, rollout seeds 0-2:',\n"
+                 "              ', '.join(f\"{s['delta']:+.3f} at {s['ppl_ratio']:.3f}x\" for s in r['recontrol']))\n"
+                 "        for row in r['frontier']:\n"
+                 "            print(f\"  {row['label']:<17} size {row['size']:<6.4g} {row['delta']:+.3f} \"\n"
+                 "                  f\"[{row['interval'][0]:+.2f}, {row['interval'][1]:+.2f}] at {row['ppl_ratio']:.3f}x, \"\n"
+                 "                  f\"KL {row['kl']:.3f}\")\n"
+                 "    display(Image(filename=str(docs / 'images' / 'recontrol-frontier-sentiment.png')))"),
+        ("md", "**What to see.** Near the default's size the residual control sits on ActAdd's curve on the locked "
+               "test (+0.301 at 1.058x against ActAdd's +0.321 at 1.069x) and below it on the evaluation prompts "
+               "(+0.152 at 1.067x against +0.243 at 1.044x, for seed 0). The three rollout seeds give +0.152 to "
+               "+0.334 on eval and +0.279 to +0.350 on test: which rollouts $V$ saw moves the result as much as a "
+               "doubling of ActAdd's alpha. On the KL axis ActAdd is ahead at every size: per nat of change in "
+               "the next-token distributions it buys more sentiment. The final-state control is a logit bias: "
+               "for +0.486 on test it needs 0.283 nats of KL, where one block deep +0.424 costs 0.090. The random "
+               "direction of the default's size lowers VADER (-0.127 on test): the gain is the learned "
+               "direction's, not the push's. At this scale RE-Control with a linear $V$ is a steering vector "
+               "learned from rewards, and it reaches about what the contrast pairs' vector reaches, no more."),
         ("md", "## Exercises\n"
                "**1.** Write the TD(0) targets of Eq. 6 for a padded batch: `values` [batch, T], `mask` "
                "[batch, T] (True on real steps; episodes have different lengths), `rewards` [batch]. The reward goes "
@@ -1704,7 +1740,7 @@ def your_own_method():
                "`Editor` whose hooks are cache- and batch-safe.\n"
                "- Compare a new method fairly: the same edit budget as the baseline, a random control of the same "
                "size, a rule fixed before the numbers are seen.\n\n"
-               "**Time**: TIME_09.\n\n"
+               "**Time**: about 2.5 minutes on 2 CPU cores once the model is cached (131 s measured).\n\n"
                "**References**: Li et al. 2023, *Inference-time intervention: eliciting truthful answers from a "
                "language model* (Eq. 2: the shift; section 3.2: probing heads; the mass-mean shift); Marks and "
                "Tegmark 2023, *The geometry of truth* (mass-mean probes)."),
@@ -1771,7 +1807,10 @@ def your_own_method():
                  "       for v, i in zip(top.values, top.indices)])\n"
                  "print(f'heads at held-out accuracy 1.0: {int((accuracy == 1).sum())} of {accuracy.numel()}; '\n"
                  "      f'median separation {d.median():.2f}')"),
-        ("md", "WHAT_TO_SEE_2"),
+        ("md", "**What to see.** Sentiment is easy to read off the heads: 27 of the 270 separate the held-out "
+               "pairs perfectly, so accuracy cannot rank them, and the separation $d$ does (median 1.30, the best "
+               "7.1). The best heads sit in the second half of the network, layers 13-29, with a cluster at "
+               "layers 16-21; the early layers' heads separate little. That is where ITI will write."),
         ("md", "## 3. Exercise: ITI as an editor\n"
                "Write the class. `fit` follows section 1 (the split seeded as in section 2); the layers of the "
                "editor are the layers of the kept heads, with one tensor `vector.{layer}` each ($\\delta_\\ell$ "
@@ -1786,7 +1825,10 @@ def your_own_method():
                "shipped sentiment evaluation set, the ones notebook 06 did not use). ITI runs at strength 1 and 2, "
                "ActAdd at its default, each beside its equal-size random-direction control (`control=True`)."),
         predict("At the same budget, will ITI beat its random control? Will it raise VADER as much as ActAdd?",
-                "ANSWER_4"),
+                "At strength 1, no: ITI raises VADER by +0.212 [+0.030, +0.464] and its control moves it by -0.089 "
+                "[-0.409, +0.184]; the intervals overlap. ActAdd at the same budget raises it by +0.465, but at 1.663x "
+                "perplexity, where ITI costs 1.114x. At twice the budget ITI gives +0.523 at 1.203x and beats its "
+                "control (-0.182)."),
         ("code", "actadd = fit_editor(model, 'actadd', 'sentiment', progress=False)\n"
                  "budget = actadd.settings['alpha'] * actadd.tensors['vector.15'].norm()\n"
                  "per_alpha = sum(v.norm() for v in ITI.fit(model, pos, neg, k=16).tensors.values())\n"
@@ -1800,7 +1842,13 @@ def your_own_method():
                  "for name, result in sweeps.items():\n"
                  "    print(name); print(format_table(result))\n"
                  "plotting.sweep_frontier(sweeps['iti']); plt.show()"),
-        ("md", "WHAT_TO_SEE_4"),
+        ("md", "**What to see.** The same budget buys different things. ActAdd spends it at one layer of the "
+               "residual stream: +0.465 at 1.663x perplexity. ITI spreads it over nine layers' attention outputs, "
+               "1.09 standard deviations per head: +0.212 at 1.114x, and +0.523 at 1.203x when doubled, where its "
+               "random control gives -0.182. Per unit of perplexity ITI is ahead here, on 16 prompts and one seed "
+               "of head selection: a hint, not a result. To make it one, score both over the strengths with "
+               "`steerlens sweep --control` on the evaluation set, and the chosen setting once on the locked test, "
+               "as the README's tables do."),
         ("md", "## 5. Read it with the lab\n"
                "Where each edit sits and how much the next token moves (`compare_edits`), where the text parts from "
                "the unsteered one (`divergence_trace`), and whether ITI found ActAdd's direction: the angle between "
@@ -1823,7 +1871,12 @@ def your_own_method():
                  "tr = divergence_trace(model, iti, 'Tell me about your weekend.', max_new_tokens=24)\n"
                  "print('first divergence at new token', tr.first)\n"
                  "display(HTML(tr._repr_html_()))"),
-        ("md", "WHAT_TO_SEE_5"),
+        ("md", "**What to see.** On this text ITI's edit moves the next-token distributions by 0.039 nats per "
+               "token, ActAdd's by 0.351, nine times as much for the same budget. Its per-layer vectors are 48-88 "
+               "degrees from ActAdd's direction at the same layer (a random line: 86-90): close to it at layers "
+               "13, 21 and 25, unrelated at 17 and 29. The heads carry sentiment in directions the residual "
+               "stream's mean difference only partly shares. The steered reply parts from the unsteered one at "
+               "its third new token."),
         ("md", "## 6. Exercise: does it beat its control?\n"
                "Design the rule yourself: `beats_control(row)` reads one row of a sweep with `control=True` "
                "(`change`, `change_low`, `change_high`: the metric's change and its paired 95% interval; the same "
