@@ -1660,8 +1660,8 @@ def pitfalls():
     ]
 
 
-ITI_EXERCISE = (
-    "exercise",
+# the capstone exercise: the class head is the same in the solution and the blank
+_ITI_HEAD = (
     "class ITI(Editor):\n"
     "    \"\"\"Inference-time intervention (Li et al. 2023), mass-mean shift of the top-k heads' outputs.\"\"\"\n\n"
     "    method = 'iti'\n"
@@ -1675,7 +1675,12 @@ ITI_EXERCISE = (
     "        return cls.fit(model, pos, neg, **settings)\n\n"
     "    @classmethod\n"
     "    def fit(cls, model, positive, negative, k=16, alpha=1.0, seed=0):\n"
-    "        zp, zn = head_states(model, positive), head_states(model, negative)\n"
+)
+
+ITI_EXERCISE = (
+    "exercise",
+    _ITI_HEAD
+    + "        zp, zn = head_states(model, positive), head_states(model, negative)\n"
     "        perm = torch.randperm(len(positive), generator=torch.Generator().manual_seed(seed))\n"
     "        fit, held = perm[:len(positive) // 2], perm[len(positive) // 2:]\n"
     "        top = [divmod(int(i), model.cfg.n_heads) for i in separation(zp, zn, fit, held).flatten().topk(k).indices]\n"
@@ -1694,20 +1699,8 @@ ITI_EXERCISE = (
     "        vector = self.tensors[f'vector.{layer}']\n"
     "        return lambda act, hook: act + self.settings['alpha'] * vector\n\n\n"
     "print(check_iti(ITI, model))",
-    "class ITI(Editor):\n"
-    "    \"\"\"Inference-time intervention (Li et al. 2023), mass-mean shift of the top-k heads' outputs.\"\"\"\n\n"
-    "    method = 'iti'\n"
-    "    settings_spec = (Setting('k', 'int', 16, 'heads shifted', low=1),\n"
-    "                     Setting('alpha', 'float', 1.0, 'shift in standard deviations along each probe', low=0,\n"
-    "                             extreme=30))\n"
-    "    tensor_spec = (TensorSpec('vector.{L}', ('d_model',)),)\n\n"
-    "    @classmethod\n"
-    "    def for_task(cls, model, task, settings):  # what steerlens eval and sweep call\n"
-    "        pos, neg = task.contrast_texts()\n"
-    "        return cls.fit(model, pos, neg, **settings)\n\n"
-    "    @classmethod\n"
-    "    def fit(cls, model, positive, negative, k=16, alpha=1.0, seed=0):\n"
-    "        # your code here: the head states, the seeded split, the top k heads by held-out separation, then\n"
+    _ITI_HEAD
+    + "        # your code here: the head states, the seeded split, the top k heads by held-out separation, then\n"
     "        # the directions and sigma refitted on all pairs, and each layer's shifts summed through W_O\n"
     "        vectors = ...  # {layer: [d_model] tensor}\n"
     "        return cls(model=ModelSpec.of(model), layers=sorted(vectors), settings={'k': k, 'alpha': alpha},\n"
