@@ -51,7 +51,7 @@ def check_principal_angle(fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> st
         want = principal_angles(a[:, None], b[:, None])[0]
         _close(torch.as_tensor(fn(a, b), dtype=torch.float32).reshape(()), want, f"angle for a={a[:3].tolist()}...",
                "A line has no sign: use the absolute value of the cosine, then arccos, in degrees.",
-               atol=1e-2, rtol=1e-4)
+               atol=0.05, rtol=1e-4)  # arccos near 1 in float32: about 0.03 degrees off for parallel lines
     return "correct: a and -a span the same line (0 degrees), orthogonal vectors give 90"
 
 

@@ -1,5 +1,6 @@
-"""The notebooks come from one source (tools/make_notebooks.py): the committed solution notebooks and exercise
-variants must match it, and the check that says so must catch a difference."""
+"""The notebooks come from one readable source per lesson (notebooks/src/*.py, built by tools/make_notebooks.py):
+the committed solution notebooks and exercise variants must match it, and the check that says so
+must catch a difference."""
 
 import importlib.util
 import shutil
@@ -96,3 +97,45 @@ def test_quoted_numbers_are_bound_to_the_run_and_the_check_catches_an_edit(mn):
         assert any("+4.4" in p for p in mn.unbound_claims("02_sea.ipynb", nb))  # a source must be named
     finally:
         mn.QUOTED_ELSEWHERE["02_sea.ipynb"]["+4.4"] = "restored"
+
+
+def test_a_source_edit_is_caught_and_regenerating_follows_it(mn, tmp_path, monkeypatch):
+    """A teacher edits one sentence in the lesson's source: the committed notebook no longer matches until it is
+    regenerated, and regenerating puts the sentence in both variants."""
+    copy = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", copy)
+    src = copy / "src" / "07_pitfalls.py"
+    src.write_text(src.read_text().replace("# - Write the fixed versions", "# - Write the mended versions", 1))
+    monkeypatch.setattr(mn, "ROOT", copy)
+    monkeypatch.setattr(mn, "EXERCISES", copy / "exercises")
+    monkeypatch.setattr(mn, "NOTEBOOKS", mn.load_all(copy / "src"))
+    assert any("07_pitfalls.ipynb differs from its source, notebooks/src/07_pitfalls.py" in p for p in mn.check())
+    for path, nb in mn.targets():
+        mn.write(path, nb)
+    assert mn.check() == []
+    for path in (copy / "07_pitfalls.ipynb", copy / "exercises" / "07_pitfalls.ipynb"):
+        assert "Write the mended versions" in nbformat.read(path, as_version=4).cells[0].source
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('# %% [markdown] tags=["hint"] difficulty=2 importance=2\n# a hint\n\n# %% tags=["solution"]\nx = 1\n',
+     "tagged 'blank'"),
+    ('# %% [markdown] tags=["hint"] difficulty=5 importance=2\n# a hint\n\n# %% tags=["solution"]\nx = 1\n\n'
+     '# %% tags=["blank"]\nx = ...\n', "1-3"),
+    ('# %% [markdown] tags=["predict"]\n# What will it print?\n\n# %%\nprint(1)\n', "tagged 'answer'"),
+    ('# %% tags=["solutoin"]\nx = 1\n', "unknown or misplaced tags"),
+])
+def test_a_malformed_source_is_refused_with_the_file_and_cell(mn, tmp_path, bad, message):
+    path = tmp_path / "99_bad.py"
+    path.write_text(bad)
+    with pytest.raises(ValueError, match=message) as err:
+        mn.load(path)
+    assert "99_bad.py, cell" in str(err.value)
+
+
+def test_every_notebook_links_to_colab_at_its_own_file(mn):
+    repo = mn.repository().removeprefix("https://github.com/")
+    for path, nb in mn.targets():
+        relative = path.relative_to(ROOT).as_posix()
+        assert f"colab.research.google.com/github/{repo}/blob/main/{relative})" in nb.cells[0].source, relative
+        assert nb.cells[0].source.startswith("# ")  # the title stays first
