@@ -344,3 +344,318 @@ def check_beats_control(fn: Callable[[dict[str, Any]], bool]) -> str:
         if bool(got) is not want:
             raise AssertionError(f"for {why} your rule says {got!r}, expected {want}: {case}")
     return "correct: your rule says yes only where the method's interval clears zero and its control's interval"
+
+
+# ---- design exercises: the learner designs a measurement or a control; each check accepts any design with the
+# stated properties and rejects the plausible wrong ones (tests/test_exercises.py shows which) ----
+
+def _safe_call(fn: Callable, what: str, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as e:  # the learner's code crashed: say where, keep the cause
+        raise AssertionError(f"your function raised {type(e).__name__} on {what}: {e}") from e
+
+
+def _cache_probe_hooks() -> dict[str, tuple[Callable, bool]]:
+    """Hooks with a known answer: True when each position's output is the same whether the hook sees the whole
+    sequence at once or one new position at a time (KV-cached decoding)."""
+    v = torch.linspace(-1.0, 1.0, 8)
+
+    def add(act, hook):
+        return act + v
+
+    def add_in_place(act, hook):  # the TransformerLens idiom: edit in place, return None
+        act += v
+
+    def per_token_rescale(act, hook):
+        return act * 2.0 / act.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+
+    def skip_first_position(act, hook):  # "leave the sink alone", written for the whole sequence only
+        out = act.clone()
+        out[:, 1:] += v
+        return out
+
+    def last_position_only(act, hook):
+        out = act.clone()
+        out[:, -1] += v
+        return out
+
+    def centre_over_positions(act, hook):
+        return act - act.mean(dim=1, keepdim=True)
+
+    def per_coordinate_rescale(act, hook):
+        edited = act + v
+        return edited * act.norm(dim=1, keepdim=True) / edited.norm(dim=1, keepdim=True).clamp_min(1e-6)
+
+    return {"add a vector": (add, True), "add in place, return None": (add_in_place, True),
+            "rescale each token": (per_token_rescale, True), "skip position 0": (skip_first_position, False),
+            "edit the last position only": (last_position_only, False),
+            "centre over positions": (centre_over_positions, False),
+            "rescale each coordinate over positions": (per_coordinate_rescale, False)}
+
+
+def check_cache_safety_test(fn: Callable[[Callable], bool]) -> str:
+    """Lesson 00's design exercise. ``fn(hook_fn) -> bool``: the learner's own test of whether a hook
+    ``hook_fn(act, hook)`` on an activation [batch, pos, d] (d = 8 here) gives every position the same output
+    under the KV cache (the hook sees one new position per call) as without it (the whole sequence at once).
+    Checked on seven hooks with known answers, the in-place idiom (returns ``None``) among them."""
+    wrong = []
+    for label, (hook_fn, safe) in _cache_probe_hooks().items():
+        answer = _safe_call(fn, f"the hook '{label}'", hook_fn)
+        if bool(answer) != safe:
+            wrong.append(f"'{label}' is {'safe' if safe else 'not safe'}, your test said {bool(answer)}")
+    if wrong:
+        raise AssertionError("; ".join(wrong) + ". Hint: run the hook once on a whole random sequence and once on "
+                             "each position alone, on copies (a hook may edit in place and return None), and "
+                             "compare position by position.")
+    return "correct: your test separates the seven hooks; the three that are safe only edit each token by itself"
+
+
+def _hook_count(model: Any) -> int:
+    return sum(len(getattr(hp, "fwd_hooks", [])) for hp in model.hook_dict.values())
+
+
+@torch.no_grad()
+def check_effect_measure(fn: Callable[[Any, list], float], model: Any, vector: torch.Tensor, layer: int) -> str:
+    """Lesson 01's design exercise. ``fn(model, fwd_hooks) -> float``: the learner's cheap measurement of how
+    positive the model is under the hooks, without generating. Checked on ``vector`` added at ``layer`` with
+    strengths -1, 0 and +1: the three values must come out in that order, and no hook may be left attached."""
+    name = f"blocks.{layer}.hook_resid_post"
+    before = _hook_count(model)
+    values = []
+    for s in (-1.0, 0.0, 1.0):
+        hooks = [(name, lambda act, hook, s=s: act + s * vector.to(act))]
+        values.append(float(_safe_call(fn, f"strength {s:+.0f}", model, hooks)))
+        if _hook_count(model) != before:
+            model.reset_hooks()
+            raise AssertionError("a hook was left on the model after your measurement: use "
+                                 "`with model.hooks(fwd_hooks=...)`, which removes them even on an exception.")
+    if not values[0] < values[1] < values[2]:
+        raise AssertionError(f"your measure gives {values[0]:.4g}, {values[1]:.4g}, {values[2]:.4g} for strengths -1, "
+                             "0, +1 of the positive direction; it should rise with the strength. Hint: run the "
+                             "model under the hooks on a few prompts and compare the next token's log-probability "
+                             "of positive words with that of negative ones.")
+    return f"correct: {values[0]:+.3f} < {values[1]:+.3f} < {values[2]:+.3f}, and no hook left behind"
+
+
+def _eq4(z: torch.Tensor, u_pos: torch.Tensor, u_neg: torch.Tensor) -> torch.Tensor:
+    out = z @ u_pos @ u_pos.T + z - z @ u_neg @ u_neg.T
+    return out * z.norm(dim=-1, keepdim=True) / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def check_cancel_test(fn: Callable[[torch.Tensor, torch.Tensor], bool]) -> str:
+    """Lesson 02's design exercise. ``fn(u_pos [d, k+], u_neg [d, k-]) -> bool``: True when SEA's Eq. 4 with these
+    orthonormal bases gives back every input ``z`` (the edit cancels). Checked on pairs whose answer comes from
+    applying Eq. 4 to random inputs: the same basis, the same subspace in another basis, different subspaces,
+    and nested ones of different rank."""
+    g = torch.Generator().manual_seed(3)
+    d = 12
+
+    def basis(k):
+        return torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))[0]
+
+    a1, a3 = basis(1), basis(3)
+    rot = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))[0]
+    cases = {"the same basis": (a3, a3.clone()), "the same line, opposite sign": (a1, -a1),
+             "the same subspace in a rotated basis": (a3, a3 @ rot), "two random lines": (a1, basis(1)),
+             "a plane holding the removed line": (a3[:, :2], a3[:, :1]),
+             "a line inside the removed plane": (a3[:, :1], a3[:, :2])}
+    z = torch.randn(50, d, generator=g, dtype=torch.float64)
+    wrong = []
+    for label, (up, un) in cases.items():
+        cancels = bool((_eq4(z, up, un) - z).norm() / z.norm() < 1e-6)
+        answer = _safe_call(fn, label, up.float(), un.float())
+        if bool(answer) != cancels:
+            wrong.append(f"{label}: Eq. 4 {'cancels' if cancels else 'edits'}, your test said {bool(answer)}")
+    if wrong:
+        raise AssertionError("; ".join(wrong) + ". Hint: compare the subspaces, not the bases: two bases span the "
+                             "same subspace exactly when their projection matrices are equal.")
+    return "correct: Eq. 4 cancels exactly when the kept and the removed subspace are the same subspace"
+
+
+def check_matched_control(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+                          ) -> str:
+    """Lesson 03's design exercise. ``fn(coef [n], D [n, d], mask [n] bool, generator) -> control [n] bool``: a
+    random control partition for PaCE's removal. It must leave out every undesirable atom, remove a part whose
+    norm ``|| D^T (c * control) ||`` is within 25% of the undesirable part's, and be random (other generators,
+    other controls). Checked on three synthetic codes where most undesirable atoms are inactive."""
+    outcomes = []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(10 + seed)
+        n, d = 400, 64
+        D = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1)
+        coef = torch.zeros(n)
+        active = torch.randperm(n, generator=g)[:40]
+        coef[active] = torch.randn(40, generator=g).sign() * torch.exp(0.5 * torch.randn(40, generator=g))
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[active[:6]] = True
+        mask[torch.randperm(n, generator=g)[:30]] = True  # undesirable atoms this text does not use
+        target = float((D.T @ (coef * mask)).norm())
+        controls = [torch.as_tensor(_safe_call(fn, f"code {seed}", coef, D, mask,
+                                               torch.Generator().manual_seed(100 * seed + k))).bool()
+                    for k in range(2)]
+        for c in controls:
+            if c.shape != mask.shape:
+                raise AssertionError(f"the control has shape {tuple(c.shape)}, expected {tuple(mask.shape)}")
+            if (c & mask).any():
+                raise AssertionError("the control removes undesirable atoms: a control must leave them out")
+            got = float((D.T @ (coef * c)).norm())
+            if not 0.75 * target <= got <= 1.25 * target:
+                raise AssertionError(f"your control removes a part of norm {got:.3f}, the undesirable atoms "
+                                     f"{target:.3f}. Hint: most atoms are inactive in a code (coefficient 0), so "
+                                     "removing them removes nothing; choose among the atoms this text uses.")
+        outcomes.append(not torch.equal(controls[0], controls[1]))
+    if not any(outcomes):
+        raise AssertionError("two different generators gave the same control every time: draw it at random")
+    return "correct: disjoint from the undesirable atoms, the same size of edit, drawn at random"
+
+
+def _grad_probe_values(d: int, g: torch.Generator) -> dict[str, tuple[Callable, bool]]:
+    w = torch.randn(d, generator=g)
+    w2 = torch.randn(d, generator=g)
+    a = torch.randn(d, d, generator=g)
+    hidden = torch.randn(d, 16, generator=g)
+    out = torch.randn(16, generator=g)
+    return {"a linear value": (lambda s: s @ w + 0.5, False),
+            "a squashed linear value, tanh(w.s)": (lambda s: 3 * torch.tanh(s @ w / 4), False),
+            "a sum of two squashed linear values": (lambda s: torch.tanh(s @ w) + torch.tanh(s @ w2), True),
+            "a quadratic value": (lambda s: ((s @ a) * s).sum(-1), True),
+            "a one-hidden-layer MLP": (lambda s: torch.tanh(s @ hidden) @ out, True)}
+
+
+def check_state_dependence_test(fn: Callable[[Callable, torch.Tensor], bool]) -> str:
+    """Lesson 04's design exercise. ``fn(value_fn, states [n, d]) -> bool``: True when gradient ascent on
+    ``value_fn`` ([n, d] -> [n]) moves different states in different directions; False when every state is
+    pushed along one fixed direction (then the control is ActAdd with a state-dependent step size)."""
+    g = torch.Generator().manual_seed(4)
+    states = torch.randn(32, 10, generator=g)
+    wrong = []
+    for label, (value_fn, dependent) in _grad_probe_values(10, g).items():
+        answer = _safe_call(fn, label, value_fn, states.clone())
+        if bool(answer) != dependent:
+            wrong.append(f"{label}: {'depends' if dependent else 'does not depend'} on the state, your test said "
+                         f"{bool(answer)}")
+    if wrong:
+        raise AssertionError("; ".join(wrong) + ". Hint: take the gradient at every state (autograd) and compare "
+                             "their directions, not their lengths: a squashed linear value has gradients of "
+                             "different lengths along one direction.")
+    return "correct: only the directions of the gradients matter; their lengths are the step size"
+
+
+def check_edit_similarity(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> str:
+    """Lesson 05's design exercise. ``fn(a [T, d], b [T, d]) -> float``: a score of how far two methods' edits
+    (one row per token) point the same way. It must be 1 for an edit against itself, ignore an overall positive
+    rescaling of either edit, be negative for opposite edits, near 0 (|s| < 0.2) for unrelated random edits, and
+    unchanged (no NaN) when tokens that neither method edits are added."""
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(12, 64, generator=g)
+    b = a + 0.8 * torch.randn(12, 64, generator=g)
+    pad = torch.zeros(5, 64)
+
+    def score(x, y, what):
+        s = float(_safe_call(fn, what, x, y))
+        if s != s:
+            raise AssertionError(f"your score is NaN on {what}. Hint: a token that no method edits has a zero "
+                                 "edit; a cosine there divides by zero.")
+        return s
+
+    base = score(a, b, "two related edits")
+    problems = []
+    if abs(score(a, a, "an edit against itself") - 1) > 1e-3:
+        problems.append("an edit against itself should score 1")
+    if max(abs(score(a, 3.0 * b, "a rescaled edit") - base), abs(score(0.1 * a, b, "a rescaled edit") - base)) > 1e-3:
+        problems.append("rescaling an edit changes your score: the strength is a setting, not a direction")
+    if score(a, -a, "opposite edits") >= 0:
+        problems.append("opposite edits should score below 0")
+    if abs(score(a, torch.randn(12, 64, generator=g), "unrelated edits")) >= 0.2:
+        problems.append("unrelated random edits should score near 0")
+    if abs(score(torch.cat([a, pad]), torch.cat([b, pad]), "padded edits") - base) > 1e-3:
+        problems.append("adding tokens that neither method edits changes your score")
+    if problems:
+        raise AssertionError("; ".join(problems) + ".")
+    return f"correct: a score that measures direction only (the two related edits score {base:.3f})"
+
+
+def check_chance_angle(fn: Callable[[int, int, int, torch.Generator], float]) -> str:
+    """Lesson 06's design exercise. ``fn(d, k, n_samples, generator) -> float``: the mean smallest principal
+    angle (degrees) between two uniformly random k-dimensional subspaces of R^d, estimated from ``n_samples``
+    draws: the chance level against which a measured angle between two methods' subspaces is read."""
+    problems = []
+    for d, k in ((16, 1), (576, 1), (64, 4)):
+        g = torch.Generator().manual_seed(6)
+        q1, q2 = (torch.linalg.qr(torch.randn(4000, d, k, generator=g, dtype=torch.float64))[0] for _ in range(2))
+        cos = torch.linalg.svdvals(q1.transpose(1, 2) @ q2)[:, 0].clamp(max=1.0)  # largest cosine: smallest angle
+        want = float(torch.rad2deg(torch.arccos(cos)).mean())
+        got = float(_safe_call(fn, f"d={d}, k={k}", d, k, 2000, torch.Generator().manual_seed(7)))
+        if abs(got - want) > 1.5:
+            problems.append(f"d={d}, k={k}: yours {got:.1f}, expected about {want:.1f} degrees")
+    if problems:
+        raise AssertionError("; ".join(problems) + ". Hint: a uniformly random subspace is the span of a matrix "
+                             "of independent standard normals (uniform entries all share a sign bias); a line has "
+                             "no sign; with k > 1 take the smallest of the principal angles.")
+    return "correct: random lines in 576 dimensions are almost orthogonal; in 16 they are not"
+
+
+def check_leak_test(fn: Callable[[Callable], bool]) -> str:
+    """Lesson 07's design exercise. ``fn(td_fn) -> bool``: True when ``td_fn(values, mask, rewards)`` returns
+    targets through which the loss's gradient flows back into ``values`` (the reference code's undetached TD
+    target), False when the targets are constants for the backward pass."""
+    from .methods.recontrol import td_targets
+
+    def undetached(values, mask, rewards):
+        nxt = torch.zeros_like(values)
+        nxt[:, :-1] = values[:, 1:]
+        return nxt * mask
+
+    def detached_scaled(values, mask, rewards):
+        return 0.9 * td_targets(values, mask, rewards)
+
+    def smoothed(values, mask, rewards):  # the next two values averaged, still attached
+        nxt = torch.zeros_like(values)
+        nxt[:, :-2] = 0.5 * (values[:, 1:-1] + values[:, 2:])
+        return nxt * mask
+
+    cases = {"steerlens' td_targets": (td_targets, False), "a shift without detach": (undetached, True),
+             "td_targets scaled by 0.9": (detached_scaled, False),
+             "the next two values averaged": (smoothed, True)}
+    wrong = []
+    for label, (td_fn, leaks) in cases.items():
+        answer = _safe_call(fn, label, td_fn)
+        if bool(answer) != leaks:
+            wrong.append(f"{label}: {'leaks' if leaks else 'does not leak'}, your test said {bool(answer)}")
+    if wrong:
+        raise AssertionError("; ".join(wrong) + ". Hint: make values that require grad, compute the targets, and "
+                             "ask autograd whether they still depend on the values (their requires_grad, or the "
+                             "gradient of their sum with respect to the values).")
+    return "correct: a target that keeps its graph pulls the values toward themselves"
+
+
+def check_effect_interval(fn: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[float, float]]) -> str:
+    """Lesson 08's design exercise. ``fn(steered [n], unsteered [n], generator) -> (low, high)``: a 95% interval
+    for the mean per-prompt change ``mean(steered - unsteered)``. Checked by simulation on 200 synthetic prompt
+    sets where prompts differ far more from each other than steering moves them: the interval must cover the
+    true change 88-99.5% of the time and be no more than 1.5 times as wide as the t interval of the paired
+    differences."""
+    g = torch.Generator().manual_seed(8)
+    n, true = 40, 0.2
+    covered, widths, ref = 0, [], []
+    for i in range(200):
+        unsteered = torch.randn(n, generator=g)
+        steered = unsteered + true + 0.2 * torch.randn(n, generator=g)
+        low, high = (float(x) for x in _safe_call(fn, f"prompt set {i}", steered.clone(), unsteered.clone(),
+                                                  torch.Generator().manual_seed(i)))
+        if not low <= high:
+            raise AssertionError(f"the interval ({low:.3f}, {high:.3f}) has its ends swapped")
+        covered += low <= true <= high
+        widths.append(high - low)
+        diff = steered - unsteered
+        ref.append(2 * 2.023 * float(diff.std()) / n ** 0.5)  # t(0.975, 39) = 2.023
+    coverage, ratio = covered / 200, sum(widths) / sum(ref)
+    if not 0.88 <= coverage <= 0.995:
+        raise AssertionError(f"your interval covers the true change in {coverage:.0%} of 200 prompt sets; a 95% "
+                             "interval should cover it about 95% of the time. Hint: it is an interval for the mean "
+                             "change, not for one prompt's change.")
+    if ratio > 1.5:
+        raise AssertionError(f"your interval is {ratio:.1f} times as wide as the paired one: pair the prompts "
+                             "(resample or take the spread of the per-prompt differences, not of each run apart).")
+    return f"correct: coverage {coverage:.0%}, {ratio:.2f} times the paired t interval's width"

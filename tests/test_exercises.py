@@ -233,3 +233,150 @@ def test_beats_control_check_fails_rules_that_ignore_the_intervals():
     for naive in (lambda r: r["change"] > r["control"]["change"], lambda r: r["change_low"] > 0, lambda r: True):
         with pytest.raises(AssertionError):
             check_beats_control(naive)
+
+
+# ---- design exercises: the reference solution passes, plausible wrong designs fail ----
+import _design_solutions as sol  # noqa: E402  (tests/ is on the path: no __init__.py)
+
+from steerlens.analysis import principal_angles  # noqa: E402
+
+
+def test_cache_safety_test():
+    assert "correct" in ex.check_cache_safety_test(sol.is_cache_safe)
+
+    def whole_twice(hook_fn):  # compares the hook with itself: never sees the cache
+        x = torch.randn(1, 6, 8)
+        a, b = hook_fn(x.clone(), None), hook_fn(x.clone(), None)
+        return a is None or torch.allclose(a, b)
+
+    def forgets_none(hook_fn):  # the in-place idiom returns None
+        x = torch.randn(1, 6, 8)
+        whole = hook_fn(x.clone(), None)
+        return torch.allclose(whole, torch.cat([hook_fn(x[:, t:t + 1].clone(), None) for t in range(6)], 1))
+
+    with pytest.raises(AssertionError, match="skip position 0"):
+        ex.check_cache_safety_test(whole_twice)
+    with pytest.raises(AssertionError, match="raised"):
+        ex.check_cache_safety_test(forgets_none)
+
+
+@pytest.mark.integration
+def test_effect_measure_on_the_model(model):
+    from steerlens.data import contrast_pairs
+    from steerlens.methods import ActAdd
+
+    pos, neg = contrast_pairs("sentiment")
+    add = ActAdd.fit(model, pos, neg, layers=[15], alpha=0.15, progress=False)
+    vector = add.steering_vectors()[15]
+    assert "correct" in ex.check_effect_measure(lambda m, h: sol.positivity(m, h), model, vector, 15)
+
+    def leaves_hooks(m, hooks):
+        for name, fn in hooks:
+            m.add_hook(name, fn)
+        return sol.positivity(m, [])
+
+    def ignores_hooks(m, hooks):
+        return sol.positivity(m, [])
+
+    with pytest.raises(AssertionError, match="left on the model"):
+        ex.check_effect_measure(leaves_hooks, model, vector, 15)
+    assert not any(hp.fwd_hooks for hp in model.hook_dict.values())  # the check cleaned up
+    with pytest.raises(AssertionError, match="rise with the strength"):
+        ex.check_effect_measure(ignores_hooks, model, vector, 15)
+
+
+def test_cancel_test():
+    assert "correct" in ex.check_cancel_test(sol.cancels)
+    with pytest.raises(AssertionError, match="rotated basis"):
+        ex.check_cancel_test(lambda up, un: up.shape == un.shape and torch.allclose(up, un))
+    with pytest.raises(AssertionError, match="plane holding"):
+        ex.check_cancel_test(lambda up, un: bool((up[:, 0] @ un[:, 0]).abs() > 0.999))
+
+
+def test_matched_control():
+    assert "correct" in ex.check_matched_control(sol.matched_control)
+
+    def any_atoms(coef, D, mask, g):  # same count, drawn from every desirable atom: mostly inactive ones
+        out = torch.zeros_like(mask)
+        free = (~mask).nonzero().squeeze(1)
+        out[free[torch.randperm(len(free), generator=g)[:int(mask.sum())]]] = True
+        return out
+
+    with pytest.raises(AssertionError, match="inactive"):
+        ex.check_matched_control(any_atoms)
+    with pytest.raises(AssertionError, match="inactive|norm"):
+        ex.check_matched_control(lambda coef, D, mask, g: ~mask)
+    with pytest.raises(AssertionError, match="leave them out"):
+        ex.check_matched_control(lambda coef, D, mask, g: mask | sol.matched_control(coef, D, mask, g))
+
+
+def test_state_dependence_test():
+    assert "correct" in ex.check_state_dependence_test(sol.state_dependent)
+
+    def raw_gradients(value_fn, states):  # compares lengths too
+        s = states.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(value_fn(s).sum(), s)
+        return not torch.allclose(grad, grad[:1].expand_as(grad))
+
+    with pytest.raises(AssertionError, match="squashed linear"):
+        ex.check_state_dependence_test(raw_gradients)
+    with pytest.raises(AssertionError, match="linear value"):
+        ex.check_state_dependence_test(lambda value_fn, states: bool(value_fn(states).std() > 0))
+
+
+def test_edit_similarity():
+    assert "correct" in ex.check_edit_similarity(sol.edit_similarity)
+    with pytest.raises(AssertionError, match="rescaling"):
+        ex.check_edit_similarity(lambda a, b: float((a * b).sum()))
+    with pytest.raises(AssertionError, match="NaN"):
+        ex.check_edit_similarity(lambda a, b: float(torch.nn.functional.cosine_similarity(a, b, dim=1, eps=0).mean()))
+    with pytest.raises(AssertionError, match="opposite"):
+        ex.check_edit_similarity(lambda a, b: abs(sol.edit_similarity(a, b)))
+
+
+def test_chance_angle():
+    assert "correct" in ex.check_chance_angle(sol.chance_angle)
+
+    def uniform_entries(d, k, n, g):  # not isotropic: every entry positive
+        return float(torch.stack([principal_angles(torch.rand(d, k, generator=g), torch.rand(d, k, generator=g))[0]
+                                  for _ in range(n)]).mean())
+
+    def signed(d, k, n, g):
+        a, b = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+        return float(torch.rad2deg(torch.arccos(torch.nn.functional.cosine_similarity(a, b, dim=1))).mean())
+
+    with pytest.raises(AssertionError, match="d=576"):
+        ex.check_chance_angle(uniform_entries)
+    with pytest.raises(AssertionError, match="d=16"):
+        ex.check_chance_angle(signed)
+
+
+def test_leak_test():
+    assert "correct" in ex.check_leak_test(sol.leaks)
+
+    def changes_with_values(td_fn):  # a forward dependence, which detached targets have too
+        mask = torch.ones(2, 5, dtype=torch.bool)
+        v = torch.randn(2, 5)
+        return not torch.allclose(td_fn(v, mask, torch.zeros(2)), td_fn(v + 1, mask, torch.zeros(2)))
+
+    with pytest.raises(AssertionError, match="td_targets"):
+        ex.check_leak_test(changes_with_values)
+
+
+def test_effect_interval():
+    assert "correct" in ex.check_effect_interval(sol.effect_interval)
+
+    def unpaired(steered, unsteered, g):
+        n = len(steered)
+        i, j = torch.randint(n, (2000, n), generator=g), torch.randint(n, (2000, n), generator=g)
+        means = steered[i].mean(1) - unsteered[j].mean(1)
+        return float(means.quantile(0.025)), float(means.quantile(0.975))
+
+    def per_prompt(steered, unsteered, g):
+        diff = steered - unsteered
+        return float(diff.quantile(0.025)), float(diff.quantile(0.975))
+
+    with pytest.raises(AssertionError, match="times as wide|covers"):
+        ex.check_effect_interval(unpaired)
+    with pytest.raises(AssertionError, match="covers"):
+        ex.check_effect_interval(per_prompt)

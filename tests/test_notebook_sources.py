@@ -139,3 +139,13 @@ def test_every_notebook_links_to_colab_at_its_own_file(mn):
         relative = path.relative_to(ROOT).as_posix()
         assert f"colab.research.google.com/github/{repo}/blob/main/{relative})" in nb.cells[0].source, relative
         assert nb.cells[0].source.startswith("# ")  # the title stays first
+
+
+def test_every_lesson_has_a_design_exercise(mn):
+    """ARENA-level pedagogy: beyond transcribing an equation, every lesson asks the learner to design a
+    measurement or a control (the task text says so), checked by `steerlens.exercises`."""
+    for name, cells in mn.NOTEBOOKS.items():
+        tasks = [cells[i - 1][1] for i, (kind, *_) in enumerate(cells) if kind == "exercise" and i > 0
+                 and cells[i - 1][0] == "md"]
+        assert any("design" in t.lower() for t in tasks), f"{name} has no design exercise"
+        assert all("check_" in body[0] for kind, *body in cells if kind == "exercise"), f"{name}: an unchecked exercise"

@@ -6,7 +6,7 @@
 # - See how the direction changes with depth (cosines across layers).
 # - Read a dose-response curve: the behaviour metric and the perplexity cost as the strength grows, with paired bootstrap intervals.
 #
-# **Time**: about 2.5 minutes on 2 CPU cores once the model is cached (157 s measured); a cold first run (empty cache) also converts the model, about 30 s.
+# **Time**: about a minute on 2 CPU cores once the model is cached (50 s measured warm, 2026-12-06); a cold first run (empty cache) also converts the model, about 30 s.
 #
 # **References**: Turner et al. 2023, *Activation addition* (Eq. 1: the difference of activations); Rimsky et al. 2024, *Contrastive activation addition* (mean over many pairs); Arditi et al. 2024, *Refusal is mediated by a single direction* (directional ablation).
 
@@ -143,3 +143,45 @@ def ablate(h, u):
     ...
 
 print(check_project_out(ablate))
+
+
+# %% [markdown]
+# **3. (Design.)** Section 3 needed generation and VADER to see an effect: slow, and noisy on few prompts. Design a cheap measurement of how positive the model is under a list of hooks, from one forward pass and no generation: `positivity(model, fwd_hooks) -> float`. You choose the prompts, what to read from the logits, and how to aggregate. The check adds ActAdd's layer-15 steering vector at strengths -1, 0 and +1 and asks that your number rise with the strength; it also checks that your function leaves no hook on the model.
+
+# %% [markdown] tags=["hint"] difficulty=2 importance=3
+# Put a few neutral sentence beginnings through the model under `with model.hooks(fwd_hooks=fwd_hooks):` (the context manager removes the hooks even on an exception). At the last position (steerlens pads on the left), compare the log-probability of some positive next words (" good", " great", ...) with that of negative ones (" bad", " awful", ...): `model.to_single_token(' good')` gives a word's token id.
+
+# %% tags=["solution"]
+from steerlens.exercises import check_effect_measure
+
+POSITIVE = [' good', ' great', ' happy', ' wonderful', ' love']
+NEGATIVE = [' bad', ' terrible', ' sad', ' awful', ' hate']
+BEGINNINGS = ['The weather today is', 'I think the food here is', 'My week has been']
+
+
+@torch.no_grad()
+def positivity(model, fwd_hooks):
+    good = [model.to_single_token(w) for w in POSITIVE]
+    bad = [model.to_single_token(w) for w in NEGATIVE]
+    tokens, mask = steerlens.encode(model, BEGINNINGS)
+    with model.hooks(fwd_hooks=fwd_hooks):
+        logp = model(tokens, attention_mask=mask)[:, -1].log_softmax(-1)
+    return float((logp[:, good].logsumexp(-1) - logp[:, bad].logsumexp(-1)).mean())
+
+
+print(check_effect_measure(positivity, model, add.steering_vectors()[15], layer=15))
+
+# %% tags=["blank"]
+from steerlens.exercises import check_effect_measure
+
+
+@torch.no_grad()
+def positivity(model, fwd_hooks):
+    # your code here: one forward pass under fwd_hooks, a number that grows as the model turns positive
+    ...
+
+
+print(check_effect_measure(positivity, model, add.steering_vectors()[15], layer=15))
+
+# %% [markdown]
+# Your measurement costs one forward pass, so a whole dose-response curve costs less than one generation. Try it on `ablate.fwd_hooks()`: ablation removes the direction with either sign, so where should it land between strengths -1 and +1?

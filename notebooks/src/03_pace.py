@@ -6,7 +6,7 @@
 # - Build a concept dictionary, label concepts undesirable, and read one text's decomposition, including the residual PaCE cannot explain.
 # - Tell apart, with `removal_profile`, whether what PaCE should remove sits in the prompt, in the response, or outside the dictionary.
 #
-# **Time**: under a minute on 2 CPU cores once the model and the 200-concept dictionary are cached (40 s measured); a cold first run (empty cache) also converts the model (about 30 s) and builds that dictionary.
+# **Time**: about a minute on 2 CPU cores once the model and the 200-concept dictionary are cached (61 s measured warm, 2026-12-06); a cold first run (empty cache) also converts the model (about 30 s) and builds that dictionary.
 #
 # **References**: Luo et al. 2024, *PaCE: Parsimonious Concept Engineering for Large Language Models* (NeurIPS), Sec. 3: Eq. 2-3 (the decomposition), Eq. 4 (the removal); Beck and Teboulle 2009 (FISTA, the solver steerlens uses).
 
@@ -222,3 +222,43 @@ def ista_step(D, y, c, alpha, l1_ratio, step):
     ...
 
 print(check_ista_step(ista_step))
+
+
+# %% [markdown]
+# **3. (Design.)** Does PaCE's effect come from *which* concepts it removes, or only from removing that much of the activation? Design the control that separates the two: `matched_control(coef, D, mask, generator) -> control`, a random partition (a boolean mask over the atoms) that leaves out every undesirable atom and removes a part `D.T @ (coef * control)` whose norm is within 25% of the undesirable part's, `D.T @ (coef * mask)`. `coef` [n] is one token's code, `D` [n, d] the atoms as rows, `mask` [n] the undesirable partition. The check runs it on three synthetic codes and two generators each.
+
+# %% [markdown] tags=["hint"] difficulty=3 importance=3
+# Most atoms are inactive in a code (coefficient 0): removing them removes nothing, so a control drawn from all atoms is far too small. Draw from the atoms this code uses that are not undesirable, in a random order (`torch.randperm(..., generator=generator)`), and keep adding one while the removed part's norm stays under the target (allow a little over).
+
+# %% tags=["solution"]
+from steerlens.exercises import check_matched_control
+
+
+def matched_control(coef, D, mask, generator):
+    target = (D.T @ (coef * mask)).norm()
+    candidates = ((coef != 0) & ~mask).nonzero().squeeze(1)
+    candidates = candidates[torch.randperm(len(candidates), generator=generator)]
+    control = torch.zeros_like(mask)
+    for i in candidates:
+        trial = control.clone()
+        trial[i] = True
+        if (D.T @ (coef * trial)).norm() <= 1.1 * target:
+            control = trial
+    return control
+
+
+print(check_matched_control(matched_control))
+
+# %% tags=["blank"]
+from steerlens.exercises import check_matched_control
+
+
+def matched_control(coef, D, mask, generator):
+    # your code here: a random boolean mask over the atoms, no undesirable atom in it, removing as much as `mask`
+    ...
+
+
+print(check_matched_control(matched_control))
+
+# %% [markdown]
+# `steerlens sweep ... --control` runs the library's version of this idea (a random-concept partition of the same size) beside PaCE, and the README reports both: a method that does no better than its matched control has shown only that removing part of an activation changes the text.

@@ -8,7 +8,7 @@
 # - Check whether two methods edit the same subspace (principal angles).
 # - Find where a steered continuation first parts from the unsteered one, how close the call was, and what the edit did at each token (the divergence trace).
 #
-# **Time**: about 2 minutes on 2 CPU cores once the model is cached (102 s measured). A cold first run (empty cache) also converts the model (about 30 s) and builds the editors from the shipped files.
+# **Time**: under a minute on 2 CPU cores once the model is cached (47 s measured warm, 2026-12-06). A cold first run (empty cache) also converts the model (about 30 s) and builds the editors from the shipped files.
 #
 # Five editors, each fitted for detoxification with the harness's defaults: ActAdd (add a direction at layer 15), OrthoProj (project a direction out at layers 10-29), SEA (spectral editing at layers 15-29), PaCE (remove the toxic concepts at every position, six layers) and RE-Control (gradient ascent on a value function at the final state).
 
@@ -118,8 +118,8 @@ for i in range(min(4, len(tr.steered))):
 # **What to see.** The unsteered reply opens "Hey buddy, I just got a new laptop" (the model does not take up "be brutal" even unsteered). ActAdd and RE-Control part from it at the second token, " Alex" for " buddy", where the unsteered model preferred " buddy" by a logit gap of 0.99; ActAdd wins the choice by 3.85, RE-Control by 0.44. PaCE keeps "Hey buddy, I just" and parts at the sixth token, where the call was close (gaps 0.19 and 0.01): a small edit changes the text where the model was nearly undecided, and after that the two continuations have nothing in common. PaCE's notes show where its effect comes from: at layer 15 it finds an undesirable concept at only one of the first six generated tokens (" buddy": 'rude', 3% of the norm), yet the KL is 0.14 at the first token. That effect comes from the prompt's tokens ("stealing", "brutal"), which PaCE edits too and every generated token attends to. RE-Control's notes show $V$ rising by the same 0.10 at every token: its $V$ is linear, so the ascent is one fixed step along $\nabla V$.
 
 # %% [markdown]
-# ## Exercise
-# Compute $\mathrm{KL}_t$ for ActAdd at the last token of `text` by hand: run the model with and without the editor (`editors['actadd'].apply(model)`), take the last position's logits and apply the formula of section 1. `check_kl` compares your number with the library's.
+# ## Exercises
+# **1.** Compute $\mathrm{KL}_t$ for ActAdd at the last token of `text` by hand: run the model with and without the editor (`editors['actadd'].apply(model)`), take the last position's logits and apply the formula of section 1. `check_kl` compares your number with the library's.
 
 # %% [markdown] tags=["hint"] difficulty=2 importance=3
 # Take `log_softmax` of both last-position logit vectors. With `q` the steered log-probabilities and `p` the unsteered ones, KL(steered || unsteered) is the sum of `exp(q) * (q - p)`.
@@ -137,3 +137,44 @@ tokens, mask = steerlens.encode(model, [text])
 # your code here: set `mine` to KL(steered || unsteered) at the last token, for ActAdd
 mine = ...
 print(check_kl(mine, model, editors['actadd'], text))
+
+
+# %% [markdown]
+# **2. (Design.)** Section 3 compared the methods' edit *subspaces*. Design a score for the edits themselves: `edit_similarity(a, b) -> float` for two methods' edits at one hook, one row per token ([T, d]). It must be 1 for an edit against itself, ignore an overall rescaling of either edit (the strength is a setting, not a direction), be below 0 for opposite edits, near 0 for unrelated random edits, and not change (and not become NaN) when tokens that neither method edits are added. Several designs meet all five; choose one and say why.
+
+# %% [markdown] tags=["hint"] difficulty=2 importance=2
+# A mean of per-token cosines divides by zero at tokens no method edits. Treat the two edits as two long vectors instead (all tokens at once): their cosine ignores a rescaling, keeps the sign, and zero tokens add nothing to it. It also weighs each token by the size of its edit: is that what you want?
+
+# %% tags=["solution"]
+from steerlens.exercises import check_edit_similarity
+
+
+def edit_similarity(a, b):
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
+print(check_edit_similarity(edit_similarity))
+name = 'blocks.15.hook_resid_post'
+tokens, _ = steerlens.encode(model, [text])
+_, cache = model.run_with_cache(tokens, names_filter=name)
+z = cache[name]
+edits = {}
+for method, ed in editors.items():
+    fn = dict(ed.fwd_hooks()).get(name)
+    if fn is not None:
+        out = fn(z.clone(), model.hook_dict[name])
+        edits[method] = (out - z)[0, 1:]  # the sink left out
+for i, m1 in enumerate(edits):
+    for m2 in list(edits)[i + 1:]:
+        print(f'{m1} vs {m2}: {edit_similarity(edits[m1], edits[m2]):+.2f}')
+
+# %% tags=["blank"]
+from steerlens.exercises import check_edit_similarity
+
+
+def edit_similarity(a, b):
+    # your code here: a direction-only score for two [T, d] edits
+    ...
+
+
+print(check_edit_similarity(edit_similarity))

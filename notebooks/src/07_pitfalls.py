@@ -6,7 +6,7 @@
 # - See what four bugs of the methods' reference code do on a real model, with a number for each: SEA's per-coordinate rescale under the KV cache, a projection learned at one hook and applied at another, RE-Control's undetached TD target and terminal reward at the first position, and editing the attention sink.
 # - Write the fixed versions and have them checked.
 #
-# **Time**: about 1.5 minutes on 2 CPU cores once the model is cached (84 s measured). A cold first run (empty cache) also converts the model (about 30 s) and loads the shipped SEA editor.
+# **Time**: under a minute on 2 CPU cores once the model is cached (38 s measured warm, 2026-12-06). A cold first run (empty cache) also converts the model (about 30 s) and loads the shipped SEA editor.
 #
 # The bugs are listed in `docs/methods.md` (reference code: yfqiu-nlp/sea-llm, Lingkai-Kong/RE-Control). steerlens implements the fixed versions; here we write the buggy ones as plain hooks.
 
@@ -246,3 +246,33 @@ def my_td_targets(values, mask, rewards):
     ...
 
 print(check_td_targets(my_td_targets))
+
+
+# %% [markdown]
+# **3. (Design.)** Section 3's first bug, the undetached TD target, is invisible in the targets' values: detached or not, they are the same numbers. Design a test that catches it: `leaks(td_fn) -> bool`, True when the loss's gradient can flow back into `values` through the targets that `td_fn(values, mask, rewards)` returns. The check runs it on four target functions whose answer it knows.
+
+# %% [markdown] tags=["hint"] difficulty=1 importance=3
+# Values are numbers; whether they carry a graph is a property autograd can tell you. Make `values` that require grad, compute the targets, and look at their `requires_grad` (or at the gradient of their sum with respect to `values`). Comparing target values cannot work.
+
+# %% tags=["solution"]
+from steerlens.exercises import check_leak_test
+
+
+def leaks(td_fn):
+    values = torch.randn(4, 6, requires_grad=True)
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    return td_fn(values, mask, torch.randn(4)).requires_grad
+
+
+print(check_leak_test(leaks))
+
+# %% tags=["blank"]
+from steerlens.exercises import check_leak_test
+
+
+def leaks(td_fn):
+    # your code here: True when td_fn's targets let a gradient through to `values`
+    ...
+
+
+print(check_leak_test(leaks))

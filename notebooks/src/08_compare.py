@@ -5,7 +5,7 @@
 # - Run every method at its default on the same prompts, each scored against the same unsteered run, with paired bootstrap intervals (`steerlens.sweep.run_methods`; the CLI's `steerlens bench` runs the full grid).
 # - Read a comparison honestly: the effect, its perplexity cost, and what a handful of prompts can and cannot say.
 #
-# **Time**: about 2.5 minutes on 2 CPU cores once the model is cached (146 s measured); a cold first run (empty cache) also converts the model, about 30 s.
+# **Time**: about a minute on 2 CPU cores once the model is cached (70 s measured warm, 2026-12-06); a cold first run (empty cache) also converts the model, about 30 s.
 #
 # **References**: the methods' papers (see notebooks 01-04); the README's tables, with intervals on hundreds of prompts, come from `benchmarks/`.
 
@@ -21,6 +21,20 @@ from steerlens.data import data_dir, read_jsonl
 from steerlens.sweep import format_table, run_methods
 
 model = steerlens.load_model()
+
+# %% [markdown]
+# ## The maths of a comparison
+# Every method runs on the same $n$ prompts as the unsteered model, so each prompt $i$ gives a pair: the unsteered score $b_i$ and the steered score $s_i$. The effect is the mean paired change, and its uncertainty comes from which prompts happened to be chosen:
+#
+# $$\hat\Delta = \frac1n \sum_{i=1}^n (s_i - b_i), \qquad \hat\Delta^{*(r)} = \frac1n \sum_{i=1}^n \big(s_{I^{(r)}_i} - b_{I^{(r)}_i}\big), \quad I^{(r)}_i \sim \text{Uniform}\{1..n\}.$$
+#
+# The bootstrap resamples *prompts*, keeping each prompt's two scores together ($r = 1..R$ resamples); the 2.5% and 97.5% quantiles of $\hat\Delta^{*}$ bound a 95% interval (steerlens uses scipy's BCa correction of these quantiles). Pairing matters because prompts differ from each other far more than a method moves them: the spread of $s_i - b_i$ is much smaller than that of $s_i$ or $b_i$ apart.
+#
+# The cost is a ratio of corpus perplexities, each reply scored by the *unsteered* model, with $\ell_i$ the summed negative log-likelihood of reply $i$ and $m_i$ its token count:
+#
+# $$\text{PPL ratio} = \exp\Big(\frac{\sum_i \ell^{s}_i}{\sum_i m^{s}_i} - \frac{\sum_i \ell^{b}_i}{\sum_i m^{b}_i}\Big),$$
+#
+# bootstrapped over prompts the same way. A method *dominates* another when it is at least as good on both axes and better on one; the methods no other dominates form the frontier. With intervals as wide as ten prompts give, "better" has to mean "better beyond the interval".
 
 # %% [markdown]
 # ## 1. Every method on detox prompts
@@ -65,3 +79,49 @@ for r in result['rows']:
 
 # %% [markdown]
 # **What to see.** The unsteered model loops on the prompt's insult, and SEA leaves the loop as it is. ActAdd, PaCE and RE-Control break it into something harmless, though not always fluent: RE-Control's "uninspired, uninspired" is a new loop, just not an offensive one, and so is OrthoProj's "a very, very, very". The prompting baseline stays hostile ("selfish person").
+
+# %% [markdown]
+# ## Exercise
+# **1. (Design.)** Design the interval yourself: `effect_interval(steered, unsteered, generator) -> (low, high)`, a 95% interval for the mean per-prompt change, from two tensors of per-prompt scores [n]. Any valid design passes (a bootstrap, a $t$ interval, ...). The check simulates 200 prompt sets in which prompts differ far more from each other than steering moves them, and asks that your interval cover the true change about 95% of the time (88-99.5%) and be no more than 1.5 times as wide as the paired $t$ interval.
+
+# %% [markdown] tags=["hint"] difficulty=2 importance=3
+# Work with the per-prompt differences `steered - unsteered`: resample their indices with replacement (`torch.randint(n, (R, n), generator=generator)`), take each resample's mean, and read the 2.5% and 97.5% quantiles. Resampling the two runs separately throws away the pairing and gives an interval several times too wide; quantiles of the differences themselves give an interval for one prompt, not for the mean.
+
+# %% tags=["solution"]
+import torch
+
+from steerlens.exercises import check_effect_interval
+from steerlens.stats import paired_interval
+
+
+def effect_interval(steered, unsteered, generator):
+    diff = steered - unsteered
+    idx = torch.randint(len(diff), (4000, len(diff)), generator=generator)
+    means = diff[idx].mean(1)
+    return float(means.quantile(0.025)), float(means.quantile(0.975))
+
+
+print(check_effect_interval(effect_interval))
+b = torch.tensor(base['metric'])
+s = torch.tensor(next(r['scores']['metric'] for r in result['rows'] if r['value'] == 'actadd'))
+low, high = effect_interval(s, b, torch.Generator().manual_seed(0))
+lib = paired_interval(b.tolist(), s.tolist(), statistic='difference')
+print(f'ActAdd: change {float((s - b).mean()):+.3f}, yours [{low:+.3f}, {high:+.3f}], '
+      f'steerlens (BCa) [{lib[0]:+.3f}, {lib[1]:+.3f}]')
+
+# %% tags=["blank"]
+import torch
+
+from steerlens.exercises import check_effect_interval
+from steerlens.stats import paired_interval
+
+
+def effect_interval(steered, unsteered, generator):
+    # your code here: (low, high), a 95% interval for mean(steered - unsteered)
+    ...
+
+
+print(check_effect_interval(effect_interval))
+
+# %% [markdown]
+# On ten prompts where one reply carries most of the unsteered offensiveness, a percentile interval and a BCa interval can differ noticeably at their ends: a few prompts make the bootstrap distribution lumpy. Neither fixes the real problem, which is the ten prompts; the README's figures use hundreds.
