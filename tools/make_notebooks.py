@@ -198,8 +198,21 @@ def execute(path: Path, timeout: int = 900) -> float:
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
                    record_timing=False).execute()
     seconds = time.perf_counter() - t0
-    nbf.write(nb, path)
+    nbf.write(strip_widgets(nb), path)
     return seconds
+
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def strip_widgets(nb: nbf.NotebookNode) -> nbf.NotebookNode:
+    """Drop ipywidgets' state (a progress bar's, on a cold run) from an executed notebook, keeping each output's
+    plain-text form: rendered pages would otherwise load the widget manager from a CDN."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            out.get("data", {}).pop(WIDGET, None)
+    return nb
 
 
 # Numbers that a "What to see" cell or a prediction's answer quotes from somewhere other than the notebook's own
@@ -276,7 +289,12 @@ def check() -> list[str]:
             problems.append(f"{path.relative_to(ROOT.parent)} differs from its source, notebooks/src/{path.stem}.py")
     for name in NOTEBOOKS:
         if (ROOT / name).exists():
-            problems += unbound_claims(name, nbf.read(ROOT / name, as_version=4))
+            committed = nbf.read(ROOT / name, as_version=4)
+            problems += unbound_claims(name, committed)
+            if "widgets" in committed.metadata or any(WIDGET in o.get("data", {}) for c in committed.cells
+                                                      for o in c.get("outputs", [])):
+                problems.append(f"notebooks/{name} holds ipywidgets state (its docs page would load a script from a "
+                                f"CDN): execute it with this tool, which strips it")
     for path in [*ROOT.glob("*.ipynb"), *EXERCISES.glob("*.ipynb")]:
         if path not in expected:
             problems.append(f"{path.relative_to(ROOT.parent)} has no source in notebooks/src/")
