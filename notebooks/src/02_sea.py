@@ -147,13 +147,12 @@ ax.legend(); plt.show()
 # %% [markdown]
 # ## 8. Does the text survive?
 # A multiple-choice score reads the log-probabilities of answers someone else wrote. It does not ask whether the model can still write. Two cheap measurements do: the *drift*, the mean KL between the steered and unsteered next-token distributions over the unsteered model's own reply, and the steered reply itself.
-#
-# **Predict first.** The centred edit keeps each state's norm, like the paper's. Will it move the next-token distributions more or less than the paper's edit, and by how much?
-#
-# <details><summary>Answer (open after running the next cell)</summary>
-#
+
+# %% [markdown] tags=["predict"]
+# The centred edit keeps each state's norm, like the paper's. Will it move the next-token distributions more or less than the paper's edit, and by how much?
+
+# %% [markdown] tags=["answer"]
 # More, about ten times as much: about 7 nats per token against the paper's 0.7, and the centred reply is no longer language. Keeping the norm does not keep the text.
-# </details>
 
 # %%
 from steerlens.analysis import kl_divergence

@@ -149,13 +149,12 @@ assert good[0][-1] > 0.9 and abs(first[0][-1]) < 0.3 and undetached[1] < 0.8 * g
 # %% [markdown]
 # ## 4. Editing the attention sink
 # The first token of SmolLM2 carries a massive activation (about 100x the others' norm): every later position attends to it. steerlens editors leave positions whose norm exceeds the fitted `sink_norm` alone. Does that matter? Two kinds of hand-written hook, each with and without the sink: ActAdd's fixed vector (`alpha * vector`, exactly what ActAdd's own hook adds), and an edit sized relative to each state, 10% of its norm along the same direction (as RE-Control's `relative=True` control and any "x% of the norm" edit are).
-#
-# **Predict first.** Which of the two will care whether the sink is edited?
-#
-# <details><summary>Answer (open after running the next cell)</summary>
-#
+
+# %% [markdown] tags=["predict"]
+# Which of the two will care whether the sink is edited?
+
+# %% [markdown] tags=["answer"]
 # The edit sized relative to each state. 10% of the sink's norm (about 25,000) is more than any other state's whole norm: the mean KL grows from 0.06 to 0.99 nats. The fixed vector moves the sink by 0.2% of its norm: 0.50 against 0.49 nats.
-# </details>
 
 # %%
 pos, neg = contrast_pairs('sentiment')

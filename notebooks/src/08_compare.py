@@ -4,6 +4,7 @@
 # **Learning objectives**
 # - Run every method at its default on the same prompts, each scored against the same unsteered run, with paired bootstrap intervals (`steerlens.sweep.run_methods`; the CLI's `steerlens bench` runs the full grid).
 # - Read a comparison honestly: the effect, its perplexity cost, and what a handful of prompts can and cannot say.
+# - Write the maths of a paired comparison (the bootstrap over prompts, the perplexity ratio, dominance), and design a 95% interval that a simulation checks by its coverage.
 #
 # **Time**: about a minute on 2 CPU cores once the model is cached (70 s measured warm, 2026-12-06); a cold first run (empty cache) also converts the model, about 30 s.
 #
