@@ -91,6 +91,22 @@ def _largest_eigenvalue(G: Float[torch.Tensor, "b m m"], iters: int = 50) -> Flo
     return (1.05 * lam).clamp_min(1e-12)
 
 
+def _solve_spd(M: Float[torch.Tensor, "b m m"], rhs: Float[torch.Tensor, "b m"]
+               ) -> tuple[Float[torch.Tensor, "b m"], Int[torch.Tensor, " b"]]:
+    """Solve ``M x = rhs`` for a batch of symmetric matrices, positive definite unless the atoms are dependent
+    and there is no ridge (the lasso): a batched Cholesky where it succeeds, a general solve one matrix at a time
+    where it does not. Returns ``x`` and ``info``, nonzero where even that failed (singular).
+
+    Not a batched LU (``torch.linalg.solve_ex`` on the whole batch): with torch 2.13's CPU build on two threads,
+    MKL's batched float32 LU of a few Gram matrices of 256 atoms stops with "Parameter 6 was incorrect on entry
+    to SLASWP" and never returns (tests/test_solvers.py reproduces it in a subprocess)."""
+    L, info = torch.linalg.cholesky_ex(M)
+    x = torch.cholesky_solve(rhs[..., None], L)[..., 0]
+    for i in (info != 0).nonzero().flatten().tolist():
+        x[i], info[i] = torch.linalg.solve_ex(M[i], rhs[i])
+    return x, info
+
+
 def _polish(G: torch.Tensor, b: torch.Tensor, c: torch.Tensor, l1: float, l2: float,
             kkt_tol: torch.Tensor, prune: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact solve on the current support and signs: ``(G_SS + l2 I) c_S = b_S - l1 sign(c_S)``.
@@ -109,7 +125,7 @@ def _polish(G: torch.Tensor, b: torch.Tensor, c: torch.Tensor, l1: float, l2: fl
         M = torch.where(act[:, :, None] & act[:, None, :], G, torch.zeros_like(G)) + torch.diag_embed(
             torch.where(act, l2 * ones + 1e-10, ones))
         # a support of dependent atoms with no ridge (the lasso) is singular: such a try is not accepted
-        x, info = torch.linalg.solve_ex(M, torch.where(act, b - l1 * sign, torch.zeros_like(b)))
+        x, info = _solve_spd(M, torch.where(act, b - l1 * sign, torch.zeros_like(b)))
         x = torch.where(((info != 0)[:, None]) | ~torch.isfinite(x), c, x)
         flipped = act & (x.sign() != sign)
         if not bool(flipped.any()):
@@ -147,13 +163,10 @@ def _pdas(G: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, l1: float, l2: flo
         keep = (act[:, :, None] & act[:, None, :]).to(G.dtype)
         M = Gg * keep + torch.diag_embed(torch.where(act, torch.full_like(u, l2 + 1e-10), torch.ones_like(u)))
         # M is symmetric positive definite (G is a Gram matrix; inactive atoms get a unit diagonal)
-        L, info = torch.linalg.cholesky_ex(M)
-        rhs = torch.where(act, bg - l1 * sign, torch.zeros_like(bg))[..., None]
-        sol = torch.cholesky_solve(rhs, L)[..., 0]
-        if bool((info != 0).any()):  # not numerically definite (l2 = 0, dependent atoms): a general solve,
-            bad = info != 0  # and where that is singular too the signal keeps its point (and fails the check)
-            general, singular = torch.linalg.solve_ex(M[bad], rhs[bad, :, 0])
-            sol[bad] = torch.where((singular != 0)[:, None] | ~torch.isfinite(general), x[going][bad], general)
+        rhs = torch.where(act, bg - l1 * sign, torch.zeros_like(bg))
+        sol, info = _solve_spd(M, rhs)
+        # where M is singular too (l2 = 0, dependent atoms) the signal keeps its point (and fails the check)
+        sol = torch.where((info != 0)[:, None] | ~torch.isfinite(sol), x[going], sol)
         x[going] = sol
     grad = torch.einsum("bij,bj->bi", G, x) - b + l2 * x
     return x, _violation(grad, x, l1).amax(-1) <= kkt_tol[:, 0]

@@ -153,3 +153,33 @@ class TestOMP:
             ref = OrthogonalMatchingPursuit(n_nonzero_coefs=5, fit_intercept=False).fit(D.numpy(), y).coef_
             np.testing.assert_allclose(ours[i].numpy(), ref, atol=1e-8)
         assert torch.all((ours != 0).sum(-1) == 5)
+
+
+_LARGE_BATCH_SOLVE = """
+import torch
+from steerlens import solvers
+torch.set_num_threads(2)
+g = torch.Generator().manual_seed(0)
+A = torch.nn.functional.normalize(torch.randn(6, 256, 576, generator=g), dim=-1)
+M = A @ A.transpose(1, 2) + 0.0025 * torch.eye(256)  # restricted elastic-net systems of 256 atoms
+rhs = torch.randn(6, 256, generator=g)
+x, info = solvers._solve_spd(M, rhs)
+assert (info == 0).all()
+print(float((torch.einsum('bij,bj->bi', M, x) - rhs).abs().max() / rhs.abs().max()))
+"""
+
+
+def test_restricted_solves_of_hundreds_of_atoms_return():
+    """Regression: torch.linalg.solve_ex (a batched LU) on these float32 systems, on two threads, printed MKL's
+    'Parameter 6 was incorrect on entry to SLASWP' and never returned (a hang in elastic_net with
+    working_set=128); the solver's SPD solve must return, and solve them. In a subprocess, so a hang fails."""
+    import subprocess
+    import sys
+
+    try:
+        out = subprocess.run([sys.executable, "-c", _LARGE_BATCH_SOLVE], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the batched SPD solve did not return within 120 s")
+    assert out.returncode == 0, out.stderr
+    assert "SLASWP" not in out.stdout + out.stderr
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-2
