@@ -38,7 +38,8 @@ test: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-# Regenerate the notebooks from tools/make_notebooks.py and execute them (outputs committed).
+# Regenerate the notebooks from their sources, notebooks/src/*.py (tools/make_notebooks.py), and execute them
+# (outputs committed).
 notebooks: $(STAMP)
 	$(BIN)/python tools/make_notebooks.py --execute all
 
