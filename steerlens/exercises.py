@@ -356,6 +356,18 @@ def _safe_call(fn: Callable, what: str, *args: Any) -> Any:
         raise AssertionError(f"your function raised {type(e).__name__} on {what}: {e}") from e
 
 
+def _verdicts(fn: Callable[..., Any], cases: dict[str, tuple[tuple, bool]], yes: str, no: str, hint: str) -> None:
+    """Run the learner's yes/no test ``fn(*args)`` on labelled cases with known answers; raise listing every
+    case it gets wrong (``yes``/``no`` say what the right answer means), then the hint."""
+    wrong = []
+    for label, (args, expected) in cases.items():
+        answer = bool(_safe_call(fn, label, *args))
+        if answer != expected:
+            wrong.append(f"{label}: {yes if expected else no}, your test said {answer}")
+    if wrong:
+        raise AssertionError("; ".join(wrong) + ". Hint: " + hint)
+
+
 def _cache_probe_hooks() -> dict[str, tuple[Callable, bool]]:
     """Hooks with a known answer: True when each position's output is the same whether the hook sees the whole
     sequence at once or one new position at a time (KV-cached decoding)."""
@@ -399,15 +411,10 @@ def check_cache_safety_test(fn: Callable[[Callable], bool]) -> str:
     ``hook_fn(act, hook)`` on an activation [batch, pos, d] (d = 8 here) gives every position the same output
     under the KV cache (the hook sees one new position per call) as without it (the whole sequence at once).
     Checked on seven hooks with known answers, the in-place idiom (returns ``None``) among them."""
-    wrong = []
-    for label, (hook_fn, safe) in _cache_probe_hooks().items():
-        answer = _safe_call(fn, f"the hook '{label}'", hook_fn)
-        if bool(answer) != safe:
-            wrong.append(f"'{label}' is {'safe' if safe else 'not safe'}, your test said {bool(answer)}")
-    if wrong:
-        raise AssertionError("; ".join(wrong) + ". Hint: run the hook once on a whole random sequence and once on "
-                             "each position alone, on copies (a hook may edit in place and return None), and "
-                             "compare position by position.")
+    probes = _cache_probe_hooks()
+    _verdicts(fn, {f"the hook '{label}'": ((hook_fn,), safe) for label, (hook_fn, safe) in probes.items()},
+              "safe", "not safe", "run the hook once on a whole random sequence and once on each position alone, on "
+              "copies (a hook may edit in place and return None), and compare position by position.")
     return "correct: your test separates the seven hooks; the three that are safe only edit each token by itself"
 
 
@@ -461,15 +468,10 @@ def check_cancel_test(fn: Callable[[torch.Tensor, torch.Tensor], bool]) -> str:
              "a plane holding the removed line": (a3[:, :2], a3[:, :1]),
              "a line inside the removed plane": (a3[:, :1], a3[:, :2])}
     z = torch.randn(50, d, generator=g, dtype=torch.float64)
-    wrong = []
-    for label, (up, un) in cases.items():
-        cancels = bool((_eq4(z, up, un) - z).norm() / z.norm() < 1e-6)
-        answer = _safe_call(fn, label, up.float(), un.float())
-        if bool(answer) != cancels:
-            wrong.append(f"{label}: Eq. 4 {'cancels' if cancels else 'edits'}, your test said {bool(answer)}")
-    if wrong:
-        raise AssertionError("; ".join(wrong) + ". Hint: compare the subspaces, not the bases: two bases span the "
-                             "same subspace exactly when their projection matrices are equal.")
+    _verdicts(fn, {label: ((up.float(), un.float()), bool((_eq4(z, up, un) - z).norm() / z.norm() < 1e-6))
+                   for label, (up, un) in cases.items()},
+              "Eq. 4 cancels", "Eq. 4 edits", "compare the subspaces, not the bases: two bases span the same subspace "
+              "exactly when their projection matrices are equal.")
     return "correct: Eq. 4 cancels exactly when the kept and the removed subspace are the same subspace"
 
 
@@ -529,16 +531,11 @@ def check_state_dependence_test(fn: Callable[[Callable, torch.Tensor], bool]) ->
     pushed along one fixed direction (then the control is ActAdd with a state-dependent step size)."""
     g = torch.Generator().manual_seed(4)
     states = torch.randn(32, 10, generator=g)
-    wrong = []
-    for label, (value_fn, dependent) in _grad_probe_values(10, g).items():
-        answer = _safe_call(fn, label, value_fn, states.clone())
-        if bool(answer) != dependent:
-            wrong.append(f"{label}: {'depends' if dependent else 'does not depend'} on the state, your test said "
-                         f"{bool(answer)}")
-    if wrong:
-        raise AssertionError("; ".join(wrong) + ". Hint: take the gradient at every state (autograd) and compare "
-                             "their directions, not their lengths: a squashed linear value has gradients of "
-                             "different lengths along one direction.")
+    _verdicts(fn, {label: ((value_fn, states.clone()), dependent)
+                   for label, (value_fn, dependent) in _grad_probe_values(10, g).items()},
+              "depends on the state", "does not depend on the state", "take the gradient at every state (autograd) "
+              "and compare their directions, not their lengths: a squashed linear value has gradients of different "
+              "lengths along one direction.")
     return "correct: only the directions of the gradients matter; their lengths are the step size"
 
 
@@ -618,15 +615,9 @@ def check_leak_test(fn: Callable[[Callable], bool]) -> str:
     cases = {"steerlens' td_targets": (td_targets, False), "a shift without detach": (undetached, True),
              "td_targets scaled by 0.9": (detached_scaled, False),
              "the next two values averaged": (smoothed, True)}
-    wrong = []
-    for label, (td_fn, leaks) in cases.items():
-        answer = _safe_call(fn, label, td_fn)
-        if bool(answer) != leaks:
-            wrong.append(f"{label}: {'leaks' if leaks else 'does not leak'}, your test said {bool(answer)}")
-    if wrong:
-        raise AssertionError("; ".join(wrong) + ". Hint: make values that require grad, compute the targets, and "
-                             "ask autograd whether they still depend on the values (their requires_grad, or the "
-                             "gradient of their sum with respect to the values).")
+    _verdicts(fn, {label: ((td_fn,), leaks) for label, (td_fn, leaks) in cases.items()}, "leaks", "does not leak",
+              "make values that require grad, compute the targets, and ask autograd whether they still depend on the "
+              "values (their requires_grad, or the gradient of their sum with respect to the values).")
     return "correct: a target that keeps its graph pulls the values toward themselves"
 
 

@@ -1,9 +1,42 @@
 """steerlens.exercises: every check accepts the right answer and fails on a wrong one."""
 
+import ast
+import functools
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 import torch
 
+import steerlens
 from steerlens import exercises as ex
+from steerlens.analysis import principal_angles
+
+
+@functools.cache
+def _lessons() -> dict:
+    """Every lesson's cells, read from its source by tools/make_notebooks.py."""
+    spec = importlib.util.spec_from_file_location("mn", Path(__file__).resolve().parents[1] / "tools" /
+                                                  "make_notebooks.py")
+    mn = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mn)
+    return mn.NOTEBOOKS
+
+
+def _solution(name: str):
+    """The function ``name`` from the lesson's own exercise solution: the cell's imports, literal constants and
+    definitions, run with the names a lesson's first cell imports (the calls on the lesson's state are left out)."""
+    for cells in _lessons().values():
+        for kind, *body in cells:
+            if kind == "exercise" and f"def {name}(" in body[0]:
+                tree = ast.parse(body[0])
+                keep = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef))
+                        or isinstance(n, ast.Assign) and isinstance(n.value, (ast.List, ast.Tuple, ast.Constant))]
+                namespace = {"torch": torch, "steerlens": steerlens, "principal_angles": principal_angles}
+                exec(compile(ast.Module(keep, type_ignores=[]), name, "exec"), namespace)
+                return namespace[name]
+    raise LookupError(f"no lesson's exercise solution defines {name}")
 
 
 def test_principal_angle():
@@ -186,14 +219,7 @@ def test_pace_removal():
 
 def _capstone_namespace():
     """The capstone's section 2 helpers and its ITI solution, executed from the notebook source."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("mn", Path(__file__).resolve().parents[1] / "tools" /
-                                                  "make_notebooks.py")
-    mn = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mn)
-    cells = mn.NOTEBOOKS["09_your_own_method.ipynb"]
+    cells = _lessons()["09_your_own_method.ipynb"]
     helpers = next(body[0] for kind, *body in cells if kind == "code" and body[0].startswith("def directions"))
     iti = next(body[0] for kind, *body in cells if kind == "exercise" and "class ITI" in body[0])
     solution = iti.split("\n\n\nprint(")[0]
@@ -236,9 +262,10 @@ def test_beats_control_check_fails_rules_that_ignore_the_intervals():
 
 
 # ---- design exercises: the reference solution passes, plausible wrong designs fail ----
-import _design_solutions as sol  # noqa: E402  (tests/ is on the path: no __init__.py)
-
-from steerlens.analysis import principal_angles  # noqa: E402
+# the lessons' own solutions, so the tests check what the notebooks teach
+sol = SimpleNamespace(**{name: _solution(name) for name in (
+    "is_cache_safe", "positivity", "cancels", "matched_control", "state_dependent", "edit_similarity",
+    "chance_angle", "leaks", "effect_interval")})
 
 
 def test_cache_safety_test():
