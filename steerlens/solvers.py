@@ -95,7 +95,8 @@ def _solve_spd(M: Float[torch.Tensor, "b m m"], rhs: Float[torch.Tensor, "b m"]
                ) -> tuple[Float[torch.Tensor, "b m"], Int[torch.Tensor, " b"]]:
     """Solve ``M x = rhs`` for a batch of symmetric matrices, positive definite unless the atoms are dependent
     and there is no ridge (the lasso): a batched Cholesky where it succeeds, a general solve one matrix at a time
-    where it does not. Returns ``x`` and ``info``, nonzero where even that failed (singular).
+    where it does not. Returns ``x`` and ``info``, nonzero where even that failed (singular, or a non-finite
+    solution): the caller keeps its previous point there.
 
     Not a batched LU (``torch.linalg.solve_ex`` on the whole batch): with torch 2.13's CPU build on two threads,
     MKL's batched float32 LU of a few Gram matrices of 256 atoms stops with "Parameter 6 was incorrect on entry
@@ -104,6 +105,8 @@ def _solve_spd(M: Float[torch.Tensor, "b m m"], rhs: Float[torch.Tensor, "b m"]
     x = torch.cholesky_solve(rhs[..., None], L)[..., 0]
     for i in (info != 0).nonzero().flatten().tolist():
         x[i], info[i] = torch.linalg.solve_ex(M[i], rhs[i])
+        if not bool(torch.isfinite(x[i]).all()):
+            info[i] = max(int(info[i]), 1)
     return x, info
 
 
@@ -126,7 +129,7 @@ def _polish(G: torch.Tensor, b: torch.Tensor, c: torch.Tensor, l1: float, l2: fl
             torch.where(act, l2 * ones + 1e-10, ones))
         # a support of dependent atoms with no ridge (the lasso) is singular: such a try is not accepted
         x, info = _solve_spd(M, torch.where(act, b - l1 * sign, torch.zeros_like(b)))
-        x = torch.where(((info != 0)[:, None]) | ~torch.isfinite(x), c, x)
+        x = torch.where((info != 0)[:, None], c, x)
         flipped = act & (x.sign() != sign)
         if not bool(flipped.any()):
             break
@@ -166,7 +169,7 @@ def _pdas(G: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, l1: float, l2: flo
         rhs = torch.where(act, bg - l1 * sign, torch.zeros_like(bg))
         sol, info = _solve_spd(M, rhs)
         # where M is singular too (l2 = 0, dependent atoms) the signal keeps its point (and fails the check)
-        sol = torch.where((info != 0)[:, None] | ~torch.isfinite(sol), x[going], sol)
+        sol = torch.where((info != 0)[:, None], x[going], sol)
         x[going] = sol
     grad = torch.einsum("bij,bj->bi", G, x) - b + l2 * x
     return x, _violation(grad, x, l1).amax(-1) <= kkt_tol[:, 0]

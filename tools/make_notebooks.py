@@ -28,6 +28,7 @@ Run:
 """
 
 import argparse
+import functools
 import re
 import sys
 from pathlib import Path
@@ -103,6 +104,7 @@ def load_all(folder: Path | None = None) -> dict[str, list[tuple]]:
     return {p.stem + ".ipynb": load(p) for p in sorted((folder or SOURCES).glob("*.py"))}
 
 
+@functools.cache
 def repository() -> str:
     """The repository's URL from pyproject.toml (``[project.urls] Repository``), for the Colab links."""
     import tomllib
@@ -113,9 +115,9 @@ def repository() -> str:
 
 def colab_link(relative: str) -> str:
     """The "Open in Colab" line for a notebook at ``relative`` (from the repository root)."""
-    path = repository().removeprefix("https://github.com/")
-    return (f"[Open in Colab](https://colab.research.google.com/github/{path}/blob/main/{relative}) (there, run "
-            f"`%pip install \"steerlens @ git+{repository()}\"` first)")
+    url = repository()
+    return (f"[Open in Colab](https://colab.research.google.com/github/{url.removeprefix('https://github.com/')}/blob/"
+            f"main/{relative}) (there, run `%pip install \"steerlens @ git+{url}\"` first)")
 
 
 NOTEBOOKS: dict[str, list[tuple]] = load_all()
