@@ -149,3 +149,26 @@ def test_every_lesson_has_a_design_exercise(mn):
                  and cells[i - 1][0] == "md"]
         assert any("design" in t.lower() for t in tasks), f"{name} has no design exercise"
         assert all("check_" in body[0] for kind, *body in cells if kind == "exercise"), f"{name}: an unchecked exercise"
+
+
+def test_widget_state_is_refused_and_stripped(mn, tmp_path, monkeypatch):
+    """A cold run's progress bar leaves ipywidgets state, whose docs page would load a script from a CDN: the
+    check refuses it, and strip_widgets (what --execute applies) removes it and keeps the plain-text output."""
+    copy = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", copy)
+    monkeypatch.setattr(mn, "ROOT", copy)
+    monkeypatch.setattr(mn, "EXERCISES", copy / "exercises")
+    path = copy / "03_pace.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code")
+    cell.outputs.append(nbformat.v4.new_output("display_data", data={
+        mn.WIDGET: {"model_id": "x", "version_major": 2, "version_minor": 0}, "text/plain": "  0%|          |"}))
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {}}
+    nbformat.write(nb, path)
+    assert any("03_pace.ipynb holds ipywidgets state" in p for p in mn.check())
+    nbformat.write(mn.strip_widgets(nbformat.read(path, as_version=4)), path)
+    assert mn.check() == []
+    stripped = nbformat.read(path, as_version=4)
+    assert "widgets" not in stripped.metadata
+    first = next(c for c in stripped.cells if c.cell_type == "code")
+    assert first.outputs[-1].data == {"text/plain": "  0%|          |"}
